@@ -1,0 +1,40 @@
+"""Shared fixtures: fixed seeds, an isolated cache and W&B offline for every test."""
+
+import os
+import random
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["WANDB_MODE"] = "offline"
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    """Every test starts from the same seeds (Python, NumPy, TensorFlow/Keras)."""
+    import keras
+
+    random.seed(0)
+    np.random.seed(0)
+    keras.utils.set_random_seed(0)
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path_factory, monkeypatch):
+    """Keep the decode cache and W&B files out of the user's home."""
+    monkeypatch.setenv("FER_KERAS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path_factory.getbasetemp() / "wandb"))
+
+
+@pytest.fixture(scope="session")
+def real_fer2013():
+    """Path to the real `fer2013.csv.gz`; skips where it is absent."""
+    from fer_keras.paths import find_real_data
+
+    path = find_real_data()
+    if path is None:
+        pytest.skip("real FER2013 absent: set FER2013_CSV or put fer2013.csv.gz in ../shared/data")
+    return path
