@@ -1,4 +1,4 @@
-"""Pieces every builder shares: the normalising input and the logits head."""
+"""Pieces every builder shares: the normalising input, conv and dense blocks, the logits head."""
 
 import keras
 from keras import layers
@@ -19,3 +19,44 @@ def image_input():
 def logits(x, num_classes=NUM_CLASSES):
     """Final class logits, kept float32 under mixed precision (losses use `from_logits=True`)."""
     return layers.Dense(num_classes, dtype="float32", name="logits")(x)
+
+
+def l2(weight_decay):
+    """L2 kernel regulariser of strength `weight_decay`, or None when it is 0."""
+    return keras.regularizers.L2(weight_decay) if weight_decay else None
+
+
+def conv_block(x, filters, *, name, convs=1, kernel_size=3, batch_norm=True, norm_after_activation=False,
+               weight_decay=0.0):
+    """`convs` same-padded convolutions, each Conv-BN-ReLU (or Conv-ReLU-BN), named `{name}_conv1`, ...
+
+    The bias is dropped where BatchNormalization directly follows the convolution.
+    """
+    for i in range(1, convs + 1):
+        x = layers.Conv2D(
+            filters, kernel_size, padding="same", use_bias=not batch_norm or norm_after_activation,
+            kernel_regularizer=l2(weight_decay), name=f"{name}_conv{i}",
+        )(x)
+        if batch_norm and not norm_after_activation:
+            x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = layers.ReLU(name=f"{name}_relu{i}")(x)
+        if batch_norm and norm_after_activation:
+            x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+    return x
+
+
+def dense_head(x, units, *, dropout=0.0, batch_norm=False, activation="relu", weight_decay=0.0):
+    """Hidden layers `dense1`, `dense2`, ... (Dense-[BN]-activation-Dropout) before the logits.
+
+    Without hidden layers the dropout acts on the incoming features instead.
+    """
+    for i, width in enumerate(units, 1):
+        x = layers.Dense(width, use_bias=not batch_norm, kernel_regularizer=l2(weight_decay), name=f"dense{i}")(x)
+        if batch_norm:
+            x = layers.BatchNormalization(name=f"dense{i}_bn")(x)
+        x = layers.Activation(activation, name=f"dense{i}_{activation}")(x)
+        if dropout:
+            x = layers.Dropout(dropout, name=f"dense{i}_dropout")(x)
+    if dropout and not units:
+        x = layers.Dropout(dropout, name="head_dropout")(x)
+    return x

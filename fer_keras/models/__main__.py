@@ -1,0 +1,58 @@
+"""`python -m fer_keras.models [NAMES] [--markdown]`: the architecture table (README source)."""
+
+import argparse
+
+from fer_keras.cli import user_errors
+from fer_keras.errors import FerError
+from fer_keras.models import list_models
+from fer_keras.models.profile import profile
+
+COLUMNS = ("name", "parameters", "expected", "MACs/image", "description")
+
+
+def _si(value):
+    """1234567 -> '1.23M'."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3g}{unit}"
+    return str(value)
+
+
+def _cells(row):
+    expected = "-".join(_si(v) for v in row["expected"]) if row["expected"] else "?"
+    return (row["name"], f"{row['params']:,}", expected, _si(row["macs"]), row["description"])
+
+
+def format_table(rows, markdown=False):
+    """Rows of `profile.profile` as aligned plain text, or as a Markdown table."""
+    cells = [_cells(row) for row in rows]
+    if markdown:
+        lines = [COLUMNS, ("---", "---:", "---:", "---:", "---"), *cells]
+        return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+    widths = [max(len(line[i]) for line in [COLUMNS, *cells]) for i in range(len(COLUMNS) - 1)]
+    return "\n".join(
+        "  ".join([cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths))]
+                  + [line[-1]])
+        for line in [COLUMNS, *cells]
+    )
+
+
+@user_errors
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m fer_keras.models",
+        description="List the registered architectures: parameters, expected range, MACs per image, description.",
+        epilog="MACs: multiply-accumulates of conv, dense and attention layers for one 48x48 image "
+        "(see fer_keras/models/profile.py).",
+    )
+    parser.add_argument("names", nargs="*", metavar="NAME", help="models to list (default: all)")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table (for the README)")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.names) - set(list_models()))
+    if unknown:
+        raise FerError(f"unknown model {', '.join(unknown)}; known models: {', '.join(list_models())}")
+    print(format_table([profile(name) for name in args.names or list_models()], markdown=args.markdown))
+
+
+if __name__ == "__main__":
+    main()

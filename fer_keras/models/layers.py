@@ -1,0 +1,134 @@
+"""Custom layers Keras lacks: CBAM attention and the ViT token embeddings.
+
+All are serialisable (`.keras` files load them by their registered name) and use only `keras.ops`.
+"""
+
+from functools import partial
+
+import keras
+from keras import ops
+
+register = keras.saving.register_keras_serializable(package="fer_keras")
+
+
+@register
+class ChannelAttention(keras.layers.Layer):
+    """CBAM channel attention: a shared MLP over average- and max-pooled features gates each channel.
+
+    https://arxiv.org/abs/1807.06521 (section 3.1); `ratio` is the MLP's reduction ratio.
+    """
+
+    def __init__(self, ratio=8, **kwargs):
+        super().__init__(**kwargs)
+        self.ratio = ratio
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        hidden = max(channels // self.ratio, 1)
+        kernel = partial(self.add_weight, initializer="glorot_uniform")
+        bias = partial(self.add_weight, initializer="zeros")
+        self.hidden_kernel = kernel(shape=(channels, hidden), name="hidden_kernel")
+        self.hidden_bias = bias(shape=(hidden,), name="hidden_bias")
+        self.output_kernel = kernel(shape=(hidden, channels), name="output_kernel")
+        self.output_bias = bias(shape=(channels,), name="output_bias")
+
+    def _mlp(self, x):
+        x = ops.relu(ops.matmul(x, self.hidden_kernel) + self.hidden_bias)
+        return ops.matmul(x, self.output_kernel) + self.output_bias
+
+    def call(self, inputs):
+        avg = self._mlp(ops.mean(inputs, axis=(1, 2), keepdims=True))
+        peak = self._mlp(ops.max(inputs, axis=(1, 2), keepdims=True))
+        return inputs * ops.sigmoid(avg + peak)
+
+    def get_config(self):
+        return {**super().get_config(), "ratio": self.ratio}
+
+
+@register
+class SpatialAttention(keras.layers.Layer):
+    """CBAM spatial attention: a conv over channel-wise mean and max gates each position.
+
+    https://arxiv.org/abs/1807.06521 (section 3.2).
+    """
+
+    def __init__(self, kernel_size=7, **kwargs):
+        super().__init__(**kwargs)
+        self.kernel_size = kernel_size
+
+    def build(self, input_shape):
+        shape = (self.kernel_size, self.kernel_size, 2, 1)
+        self.kernel = self.add_weight(shape=shape, initializer="glorot_uniform", name="kernel")
+        self.bias = self.add_weight(shape=(1,), initializer="zeros", name="bias")
+
+    def call(self, inputs):
+        pooled = ops.concatenate(
+            [ops.mean(inputs, axis=-1, keepdims=True), ops.max(inputs, axis=-1, keepdims=True)], axis=-1
+        )
+        return inputs * ops.sigmoid(ops.conv(pooled, self.kernel, padding="same") + self.bias)
+
+    def get_config(self):
+        return {**super().get_config(), "kernel_size": self.kernel_size}
+
+
+@register
+class PatchEmbedding(keras.layers.Layer):
+    """Cuts images into non-overlapping `patch_size` squares and projects each to `hidden_dim`.
+
+    Output: (batch, patches, hidden_dim). https://arxiv.org/abs/2010.11929 (eq. 1).
+    """
+
+    def __init__(self, patch_size, hidden_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.patch_size = patch_size
+        self.hidden_dim = hidden_dim
+
+    def build(self, input_shape):
+        shape = (self.patch_size, self.patch_size, input_shape[-1], self.hidden_dim)
+        self.kernel = self.add_weight(shape=shape, initializer="glorot_uniform", name="kernel")
+        self.bias = self.add_weight(shape=(self.hidden_dim,), initializer="zeros", name="bias")
+
+    def call(self, images):
+        x = ops.conv(images, self.kernel, strides=self.patch_size) + self.bias
+        return ops.reshape(x, (-1, x.shape[1] * x.shape[2], self.hidden_dim))
+
+    def get_config(self):
+        return {**super().get_config(), "patch_size": self.patch_size, "hidden_dim": self.hidden_dim}
+
+
+@register
+class ClassToken(keras.layers.Layer):
+    """Prepends one learned token to a sequence; the classifier reads it after the encoder.
+
+    https://arxiv.org/abs/2010.11929 (eq. 1).
+    """
+
+    def build(self, input_shape):
+        self.token = self.add_weight(shape=(1, 1, input_shape[-1]), initializer="zeros", name="token")
+
+    def call(self, tokens):
+        batch = ops.shape(tokens)[0]
+        cls = ops.broadcast_to(self.token, (batch, 1, tokens.shape[-1]))
+        return ops.concatenate([cls, tokens], axis=1)
+
+
+@register
+class PositionEmbedding(keras.layers.Layer):
+    """Adds a learned embedding per sequence position (truncated normal with `stddev` at init).
+
+    https://arxiv.org/abs/2010.11929 (eq. 1).
+    """
+
+    def __init__(self, stddev=0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.stddev = stddev
+
+    def build(self, input_shape):
+        initializer = keras.initializers.TruncatedNormal(stddev=self.stddev)
+        self.embedding = self.add_weight(shape=tuple(input_shape[1:]), initializer=initializer, name="embedding")
+
+    def call(self, tokens):
+        return tokens + self.embedding
+
+    def get_config(self):
+        return {**super().get_config(), "stddev": self.stddev}

@@ -1,0 +1,114 @@
+"""Model size: parameter counts, multiply-accumulates (MACs) per image, expected parameter ranges.
+
+MACs are counted from each layer's input and output shapes for Conv2D, DepthwiseConv2D,
+SeparableConv2D, Dense (once per position of a sequence input), MultiHeadAttention (the four
+projections and both attention matmuls) and the custom PatchEmbedding, ChannelAttention and
+SpatialAttention layers. Normalisation, activations, pooling, additions and element-wise gating are
+not counted (a few percent of the total at most).
+"""
+
+import math
+
+from keras import layers
+
+from fer_keras.models import layers as fer_layers
+from fer_keras.models.registry import build_model, describe
+
+# Expected parameter count (low, high) of each architecture with its defaults: the README states
+# these ranges and the tests check every model against them.
+PARAM_RANGES = {
+    "mlp": (1.2e6, 1.4e6),
+    "tiny_cnn": (50e3, 70e3),
+    "simple_cnn": (1.1e6, 1.3e6),
+    "baseline_cnn": (1.1e6, 1.3e6),
+    "cnn3": (1.1e6, 1.4e6),
+    "improved_cnn": (10e6, 12e6),
+    "vgg_large": (10e6, 11e6),
+    "regularized_cnn": (1.5e6, 2e6),
+    "deep_cnn": (1e6, 1.3e6),
+    "deep_cnn_v2": (0.8e6, 1e6),
+    "globalpool_cnn": (1.1e6, 1.4e6),
+    "hybrid_cnn": (1.2e6, 1.5e6),
+    "resnet_fer": (0.6e6, 0.9e6),
+    "resnet_fer_wide": (2.7e6, 2.85e6),
+    "resnet_deep": (10.5e6, 11.5e6),
+    "cbam_cnn": (0.25e6, 0.4e6),
+    "vit": (0.1e6, 0.2e6),
+    "mini_xception": (55e3, 62e3),
+    "vgg_fer": (38e6, 42e6),
+}
+
+
+def _conv_macs(layer):
+    kernel = math.prod(layer.kernel_size) * layer.input.shape[-1] // layer.groups
+    return math.prod(layer.output.shape[1:]) * kernel
+
+
+def _depthwise_macs(layer):
+    return math.prod(layer.output.shape[1:]) * math.prod(layer.kernel_size)
+
+
+def _separable_macs(layer):
+    height, width, filters = layer.output.shape[1:]
+    depthwise_channels = layer.input.shape[-1] * layer.depth_multiplier
+    return height * width * depthwise_channels * (math.prod(layer.kernel_size) + filters)
+
+
+def _dense_macs(layer):
+    return math.prod(layer.input.shape[1:]) * layer.units
+
+
+def _attention_macs(layer):
+    query, value, *key = layer.input
+    key = key[0] if key else value
+    q_len, kv_len = query.shape[1], value.shape[1]
+    qk_dim, v_dim = layer.num_heads * layer.key_dim, layer.num_heads * layer.value_dim
+    projections = (q_len * query.shape[-1] + kv_len * key.shape[-1]) * qk_dim + kv_len * value.shape[-1] * v_dim
+    attention = q_len * kv_len * (qk_dim + v_dim)
+    return projections + attention + q_len * v_dim * layer.output.shape[-1]
+
+
+def _patch_macs(layer):
+    return math.prod(layer.output.shape[1:]) * layer.patch_size**2 * layer.input.shape[-1]
+
+
+def _channel_attention_macs(layer):
+    return 2 * 2 * layer.hidden_kernel.shape[0] * layer.hidden_kernel.shape[1]
+
+
+def _spatial_attention_macs(layer):
+    return math.prod(layer.output.shape[1:3]) * math.prod(layer.kernel.shape)
+
+
+_COUNTERS = {
+    layers.Conv2D: _conv_macs,
+    layers.DepthwiseConv2D: _depthwise_macs,
+    layers.SeparableConv2D: _separable_macs,
+    layers.Dense: _dense_macs,
+    layers.MultiHeadAttention: _attention_macs,
+    fer_layers.PatchEmbedding: _patch_macs,
+    fer_layers.ChannelAttention: _channel_attention_macs,
+    fer_layers.SpatialAttention: _spatial_attention_macs,
+}
+
+
+def count_macs(model):
+    """Multiply-accumulates for one image through a built functional `model` (see module docstring)."""
+    total = 0
+    for layer in model.layers:
+        for cls, counter in _COUNTERS.items():
+            if isinstance(layer, cls):
+                total += counter(layer)
+    return total
+
+
+def profile(name):
+    """`name`'s row of the model table: parameters, MACs, expected range and description."""
+    model = build_model(name)
+    return {
+        "name": name,
+        "params": model.count_params(),
+        "macs": count_macs(model),
+        "expected": PARAM_RANGES.get(name),
+        "description": describe(name),
+    }

@@ -1,0 +1,205 @@
+"""Architecture zoo: every registered model builds, trains, saves and has the size the README states."""
+
+import numpy as np
+import pytest
+
+import keras
+
+from fer_keras.constants import IMAGE_SHAPE, NUM_CLASSES
+from fer_keras.models import build_model, default_hparams, list_models
+from fer_keras.models import layers as fer_layers
+from fer_keras.models.__main__ import main
+from fer_keras.models.profile import PARAM_RANGES, count_macs
+
+# Saving and fitting these takes several seconds each on 2 cores.
+HEAVY = {"improved_cnn", "resnet_deep", "resnet_fer_wide", "vgg_fer", "vgg_large"}
+MODELS = [pytest.param(name, marks=pytest.mark.slow) if name in HEAVY else name for name in list_models()]
+
+
+@pytest.fixture(scope="module")
+def built():
+    """Default-built models, built once per module (tests that train build their own)."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = build_model(name)
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture
+def batch():
+    """One fixed batch: 8 images with 0-255 values and one-hot labels covering 7 classes."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(8, *IMAGE_SHAPE)).astype("float32")
+    labels = keras.utils.to_categorical(np.arange(8) % NUM_CLASSES, NUM_CLASSES)
+    return images, labels
+
+
+@pytest.fixture
+def bfloat16_policy():
+    """Global mixed_bfloat16 policy for one test, restored afterwards."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    yield
+    keras.mixed_precision.set_global_policy(previous)
+
+
+def test_registry_holds_every_required_architecture():
+    required = {
+        "mlp", "tiny_cnn", "simple_cnn", "baseline_cnn", "cnn3", "improved_cnn", "vgg_large", "regularized_cnn",
+        "deep_cnn", "deep_cnn_v2", "globalpool_cnn", "hybrid_cnn", "resnet_fer", "resnet_fer_wide", "resnet_deep",
+        "cbam_cnn", "vit", "mini_xception", "vgg_fer",
+    }
+    assert required <= set(list_models())
+    assert set(PARAM_RANGES) == set(list_models()), "every model needs a stated parameter range"
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_builds_with_defaults_to_float32_logits(name, built):
+    model = built(name)
+    assert model.name == name
+    assert model.input_shape == (None, *IMAGE_SHAPE)
+    assert model.output_shape == (None, NUM_CLASSES)
+    assert model.layers[-1].name == "logits"
+    assert model.output.dtype == "float32"
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_parameter_count_inside_the_stated_range(name, built):
+    low, high = PARAM_RANGES[name]
+    assert low <= built(name).count_params() <= high
+
+
+@pytest.mark.parametrize("name", ["vit", "cbam_cnn", "mini_xception"])
+def test_mixed_bfloat16_still_gives_float32_logits(name, batch, bfloat16_policy):
+    model = build_model(name)
+    assert model.get_layer("rescale").compute_dtype == "bfloat16"
+    out = model.predict_on_batch(batch[0])
+    assert out.dtype == np.float32 and out.shape == (8, NUM_CLASSES)
+    assert np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_keras_file_round_trip_gives_identical_predictions(name, built, batch, tmp_path):
+    model = built(name)
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(loaded.predict_on_batch(batch[0]), model.predict_on_batch(batch[0]))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_few_steps_on_one_batch_lower_the_loss(name, batch):
+    # Dropout off so that five steps are not drowned in its noise; eager is faster than tracing here.
+    model = build_model(name, **{key: 0.0 for key in default_hparams(name) if key.endswith("dropout")})
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-4), loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        run_eagerly=True,
+    )
+    losses = [float(model.train_on_batch(*batch)) for _ in range(5)]
+    assert np.isfinite(losses).all()
+    assert losses[-1] < losses[0]
+
+
+def _override(name):
+    """A hyperparameter change for `name` that must show in the built model: halve the widths, else
+    change the dropout."""
+    defaults = default_hparams(name)
+    if "widths" in defaults:
+        return {"widths": [max(w // 2, 1) for w in defaults["widths"]]}
+    if "width" in defaults:
+        return {"width": defaults["width"] // 2}
+    return {"dropout": 0.25}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_hyperparameter_override_changes_the_model(name, built):
+    override = _override(name)
+    model = build_model(name, **override)
+    if "dropout" in override:
+        assert model.get_config() != built(name).get_config()
+        assert {layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)} == {0.25}
+    else:
+        assert model.count_params() < built(name).count_params()
+
+
+def test_none_hyperparameters_keep_the_defaults():
+    assert build_model("resnet_fer", dropout=None, widths=None).get_config() == build_model("resnet_fer").get_config()
+
+
+def test_weight_decay_adds_regularisation_losses():
+    assert not build_model("deep_cnn").losses
+    assert len(build_model("deep_cnn", weight_decay=1e-4).losses) == 8
+
+
+def test_unknown_model_lists_the_known_ones():
+    with pytest.raises(ValueError, match="unknown model 'resnet99'.*mini_xception.*vit"):
+        build_model("resnet99")
+
+
+def test_unknown_hyperparameter_is_refused():
+    with pytest.raises(ValueError, match="no hyperparameter depth.*dropout"):
+        build_model("mlp", depth=3)
+
+
+CUSTOM_LAYERS = [
+    (fer_layers.ChannelAttention(ratio=4, name="ca"), (2, 6, 6, 16), (2, 6, 6, 16)),
+    (fer_layers.SpatialAttention(kernel_size=5), (2, 6, 6, 16), (2, 6, 6, 16)),
+    (fer_layers.PatchEmbedding(patch_size=8, hidden_dim=32), (2, 48, 48, 1), (2, 36, 32)),
+    (fer_layers.ClassToken(), (2, 36, 32), (2, 37, 32)),
+    (fer_layers.PositionEmbedding(stddev=0.05), (2, 37, 32), (2, 37, 32)),
+]
+
+
+@pytest.mark.parametrize(("layer", "input_shape", "output_shape"), CUSTOM_LAYERS, ids=lambda v: type(v).__name__)
+def test_custom_layer_config_round_trips_and_shapes(layer, input_shape, output_shape):
+    config = layer.get_config()
+    assert type(layer).from_config(config).get_config() == config
+    assert keras.saving.get_registered_object(f"fer_keras>{type(layer).__name__}") is type(layer)
+    out = layer(np.random.default_rng(0).normal(size=input_shape).astype("float32"))
+    assert tuple(out.shape) == output_shape
+
+
+def test_attention_layers_reweight_their_input():
+    x = np.random.default_rng(0).uniform(1, 2, size=(1, 6, 6, 8)).astype("float32")
+    for layer in (fer_layers.ChannelAttention(ratio=2), fer_layers.SpatialAttention()):
+        gated = keras.ops.convert_to_numpy(layer(x))
+        assert np.all((gated > 0) & (gated < x))  # sigmoid gates lie strictly between 0 and 1
+
+
+def test_count_macs_matches_hand_counts():
+    image = keras.Input((48, 48, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same")(image)
+    x = keras.layers.SeparableConv2D(8, 3, strides=2, padding="same")(x)
+    x = keras.layers.Flatten()(x)
+    conv_model = keras.Model(image, keras.layers.Dense(7)(x))
+    conv = 48 * 48 * 4 * 9
+    separable = 24 * 24 * 4 * (9 + 8)
+    assert count_macs(conv_model) == conv + separable + 24 * 24 * 8 * 7
+
+    tokens = keras.Input((10, 16))
+    attention_model = keras.Model(tokens, keras.layers.MultiHeadAttention(2, 8)(tokens, tokens))
+    projections = 4 * 10 * 16 * 16  # query, key, value, output
+    assert count_macs(attention_model) == projections + 10 * 10 * (16 + 16)
+
+
+@pytest.mark.slow
+def test_table_cli_lists_every_model(capsys):
+    main([])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["name", "parameters"]
+    assert [line.split()[0] for line in lines[1:]] == list_models()
+
+
+def test_table_cli_markdown_and_unknown_name(capsys):
+    main(["--markdown", "mini_xception", "vit"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| name | parameters |") and len(lines) == 4
+    assert lines[2].startswith("| mini_xception | 58,423 |")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["resnet99"])
+    assert exit_info.value.code == 2
+    assert "unknown model resnet99" in capsys.readouterr().err
