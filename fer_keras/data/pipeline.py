@@ -1,0 +1,127 @@
+"""tf.data input pipelines over decoded FER2013 arrays, with class weights and balanced sampling."""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+from sklearn.utils.class_weight import compute_class_weight
+
+from fer_keras.constants import IMAGE_SHAPE, IMAGE_SIZE, NUM_CLASSES
+from fer_keras.errors import DataError, FerError
+
+SAMPLINGS = ("shuffle", "balanced")
+
+
+def make_dataset(
+    images,
+    labels,
+    *,
+    batch_size,
+    training=False,
+    seed=0,
+    augment=None,
+    sampling="shuffle",
+    class_weights=None,
+):
+    """Batched `tf.data.Dataset` of `(float32 images 0..255, one-hot float32 labels)`.
+
+    `images`: uint8 (N, 48, 48, 1); `labels`: ints 0..6, or None to yield images only.
+    Training: cache -> shuffle (seeded, new order each epoch) -> batch -> map(augment) -> prefetch;
+    `sampling="balanced"` instead draws classes uniformly (like PyTorch's WeightedRandomSampler) for
+    ceil(N / batch_size) batches per epoch. `augment` is applied only when `training=True`, so
+    evaluation pipelines never see it. With `class_weights` ({class: weight}) the dataset yields
+    `(x, y, sample_weight)`, the weight of each label's argmax class (MixUp/CutMix labels are soft).
+    Sample order is reproducible for a seed (given TF's global seed); augmentation draws are seeded,
+    but the parallel map may hand them to batches in a different order from run to run.
+    """
+    images = np.asarray(images)
+    if images.shape[1:] != IMAGE_SHAPE or len(images) == 0:
+        size = IMAGE_SIZE
+        raise DataError(f"images must have shape (N, {size}, {size}, 1), N > 0; got {images.shape}")
+    if sampling not in SAMPLINGS:
+        raise FerError(f"unknown sampling {sampling!r}; choose from {', '.join(SAMPLINGS)}")
+    if labels is None:
+        if training and (augment is not None or sampling != "shuffle" or class_weights):
+            raise FerError("augmentation, balanced sampling and class weights need labels")
+        source = (images,)
+    else:
+        labels = _check_labels(labels, len(images))
+        source = (images, labels)
+    n_batches = math.ceil(len(images) / batch_size)
+
+    if training and sampling == "balanced":
+        ds = _balanced(images, labels, seed).batch(batch_size).take(n_batches)
+    elif training:
+        ds = tf.data.Dataset.from_tensor_slices(source).cache()
+        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(source).batch(batch_size)
+
+    weight_table = None
+    if class_weights:
+        weight_table = tf.constant(
+            [float(class_weights.get(c, 1.0)) for c in range(NUM_CLASSES)], tf.float32
+        )
+    prepare = _batch_preparer(augment if training else None, weight_table)
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def class_weights(labels, mode="balanced"):
+    """Per-class loss weights `{class: weight}` for classes 0..6 (sklearn's compute_class_weight).
+
+    "balanced" gives n_samples / (n_present_classes * count); a class absent from `labels` gets 1.0
+    (it never occurs, so its weight has no effect).
+    """
+    if mode != "balanced":
+        raise FerError(f"unknown class weight mode {mode!r}; only 'balanced' is available")
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        raise DataError("cannot compute class weights from an empty label set")
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
+    result = {c: 1.0 for c in range(NUM_CLASSES)}
+    result.update({int(c): float(w) for c, w in zip(present, weights)})
+    return result
+
+
+def _check_labels(labels, n):
+    """Labels as int32, checked against the image count and the class range (one_hot hides it)."""
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise DataError(f"labels must have shape ({n},) to match the images, got {labels.shape}")
+    if labels.min() < 0 or labels.max() >= NUM_CLASSES:
+        raise DataError(
+            f"labels must lie in 0..{NUM_CLASSES - 1}, got {labels.min()}..{labels.max()}"
+        )
+    return labels.astype(np.int32)
+
+
+def _balanced(images, labels, seed):
+    """Endless stream of (image, label), every present class equally likely, new draws per epoch."""
+    per_class = []
+    for c in np.unique(labels):
+        members = labels == c
+        ds = tf.data.Dataset.from_tensor_slices((images[members], labels[members]))
+        ds = ds.shuffle(int(members.sum()), seed=seed + int(c), reshuffle_each_iteration=True)
+        per_class.append(ds.repeat())
+    return tf.data.Dataset.sample_from_datasets(
+        per_class, seed=seed, rerandomize_each_iteration=True
+    )
+
+
+def _batch_preparer(augment, weight_table):
+    """Map function for a batch: cast to float, one-hot, augment, add sample weights."""
+
+    def prepare(images, labels=None):
+        images = tf.cast(images, tf.float32)
+        if labels is None:
+            return images
+        labels = tf.one_hot(labels, NUM_CLASSES, dtype=tf.float32)
+        if augment is not None:
+            images, labels = augment(images, labels)
+        if weight_table is None:
+            return images, labels
+        return images, labels, tf.gather(weight_table, tf.argmax(labels, axis=-1))
+
+    return prepare

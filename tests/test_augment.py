@@ -1,0 +1,121 @@
+"""Augmentation presets: each changes training batches only, keeps shape and range, is seeded."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fer_keras.augment import PRESETS, build_augmenter, save_augment_grid
+from fer_keras.data.pipeline import make_dataset
+from fer_keras.errors import FerError
+
+BATCH = 16
+
+
+@pytest.fixture
+def batch():
+    """Float 0..255 images, many pixels at the extremes (range clipping matters), one-hot labels."""
+    rng = np.random.default_rng(1)
+    images = rng.choice([0.0, 40.0, 128.0, 215.0, 255.0], size=(BATCH, 48, 48, 1)).astype("float32")
+    labels = np.eye(7, dtype="float32")[np.arange(BATCH) % 7]
+    return images, labels
+
+
+def apply(augment, images, labels, where):
+    """Run `augment` eagerly or inside `tf.data.Dataset.map`; return numpy arrays."""
+    if where == "eager":
+        out = augment(images, labels)
+    else:
+        out = next(iter(tf.data.Dataset.from_tensors((images, labels)).map(augment)))
+    return tuple(np.asarray(t) for t in out)
+
+
+def test_presets_and_nothing_to_do():
+    assert PRESETS == ("none", "light", "strong")
+    assert build_augmenter() is None
+    assert build_augmenter("none", mixup=0.0, cutmix=0.0) is None
+    assert build_augmenter("none", mixup=0.2) is not None
+    with pytest.raises(FerError, match="unknown augmentation preset 'heavy'"):
+        build_augmenter("heavy")
+    with pytest.raises(FerError, match="cutmix alpha in"):
+        build_augmenter("light", cutmix=2.0)
+
+
+def test_stays_float32_under_mixed_precision(batch):
+    """The trainer may set mixed_bfloat16 globally; augmented batches must stay float32."""
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        augment = build_augmenter("strong", mixup=0.2, cutmix=0.5, seed=0)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    out_images, out_labels = apply(augment, *batch, where="map")
+    assert out_images.dtype == np.float32 and out_labels.dtype == np.float32
+
+
+@pytest.mark.parametrize("where", ["eager", "map"])
+@pytest.mark.parametrize("preset", ["light", "strong"])
+def test_preset_changes_images_keeps_shape_range_and_labels(batch, preset, where):
+    images, labels = batch
+    out_images, out_labels = apply(build_augmenter(preset, seed=0), images, labels, where)
+    assert out_images.shape == images.shape and out_images.dtype == np.float32
+    assert out_images.min() >= 0.0 and out_images.max() <= 255.0
+    changed = np.abs(out_images - images).reshape(BATCH, -1).max(axis=1) > 1.0
+    assert changed.mean() > 0.8
+    np.testing.assert_array_equal(out_labels, labels)
+
+
+@pytest.mark.parametrize("where", ["eager", "map"])
+def test_same_seed_same_draws(batch, where):
+    images, labels = batch
+    first = apply(build_augmenter("strong", mixup=0.2, seed=3), images, labels, where)
+    again = apply(build_augmenter("strong", mixup=0.2, seed=3), images, labels, where)
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+
+
+def test_other_seed_other_draws(batch):
+    images, labels = batch
+    first = build_augmenter("strong", mixup=0.2, seed=3)(images, labels)
+    other = build_augmenter("strong", mixup=0.2, seed=4)(images, labels)
+    assert not np.allclose(first[0], other[0])
+    assert not np.allclose(first[1], other[1])
+
+
+def test_successive_batches_get_new_draws(batch):
+    images, labels = batch
+    augment = build_augmenter("light", seed=0)
+    first, second = augment(images, labels)[0], augment(images, labels)[0]
+    assert not np.allclose(first, second)
+
+
+@pytest.mark.parametrize("where", ["eager", "map"])
+@pytest.mark.parametrize("mix", [{"mixup": 0.4}, {"cutmix": 1.0}, {"mixup": 0.4, "cutmix": 0.5}])
+def test_mixing_gives_soft_labels_summing_to_one(batch, mix, where):
+    images, labels = batch
+    out_images, out_labels = apply(build_augmenter("light", seed=0, **mix), images, labels, where)
+    assert out_images.shape == images.shape
+    assert out_images.min() >= 0.0 and out_images.max() <= 255.0
+    assert out_labels.shape == labels.shape and out_labels.dtype == np.float32
+    np.testing.assert_allclose(out_labels.sum(axis=1), 1.0, atol=1e-5)
+    assert out_labels.min() >= 0.0
+    assert (out_labels.max(axis=1) < 0.999).sum() >= BATCH // 2  # most rows really mixed
+
+
+def test_eval_pipeline_never_augments():
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (20, 48, 48, 1), dtype=np.uint8)
+    labels = np.arange(20) % 7
+    augment = build_augmenter("strong", mixup=0.2, seed=0)
+    x, y = next(iter(make_dataset(images, labels, batch_size=20, augment=augment)))
+    np.testing.assert_array_equal(x.numpy(), images.astype("float32"))
+    np.testing.assert_array_equal(y.numpy(), np.eye(7)[labels])
+    train = make_dataset(images, labels, batch_size=20, training=True, augment=augment)
+    x_train = next(iter(train))[0]
+    assert not np.allclose(np.sort(x_train.numpy(), axis=None), np.sort(images, axis=None))
+
+
+def test_save_augment_grid_writes_png(batch, tmp_path):
+    path = tmp_path / "plots" / "augment_strong.png"
+    save_augment_grid(batch[0][:3], "light", path, seed=0)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in path.parent.iterdir() if p != path]  # no temporary left behind
