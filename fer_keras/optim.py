@@ -1,0 +1,115 @@
+"""Optimizers and learning-rate schedules from the config (Keras' own classes wherever they exist).
+
+Schedules run per optimizer step. `cosine` uses `CosineDecay`'s built-in warm-up; `constant` and
+`cosine_restarts` get it from `LinearWarmup`; `plateau` is the `ReduceLROnPlateau` callback, which
+needs a plain rate, so its warm-up is a per-epoch `LearningRateScheduler`.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+OPTIMIZERS = {
+    "adam": keras.optimizers.Adam,
+    "adamw": keras.optimizers.AdamW,
+    "sgd": keras.optimizers.SGD,
+    "rmsprop": keras.optimizers.RMSprop,
+}
+
+SCHEDULES = ("constant", "cosine", "cosine_restarts", "plateau")
+
+# Substrings of variable names that weight decay leaves alone (biases, norm scales and offsets).
+NO_DECAY = ["bias", "gamma", "beta"]
+
+
+@keras.saving.register_keras_serializable(package="fer_keras")
+class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """Rate rising linearly from 0 to `peak` over `warmup_steps`, then `after` (a constant or a
+    schedule whose step count starts at the end of the warm-up)."""
+
+    def __init__(self, peak, warmup_steps, after):
+        self.peak = float(peak)
+        self.warmup_steps = int(warmup_steps)
+        self.after = after
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        warm = self.peak * step / self.warmup_steps
+        if isinstance(self.after, keras.optimizers.schedules.LearningRateSchedule):
+            after = self.after(ops.maximum(step - self.warmup_steps, 0.0))
+        else:
+            after = ops.cast(self.after, "float32")
+        return ops.where(step < self.warmup_steps, warm, after)
+
+    def get_config(self):
+        after = self.after
+        if isinstance(after, keras.optimizers.schedules.LearningRateSchedule):
+            after = keras.optimizers.schedules.serialize(after)
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "after": after}
+
+    @classmethod
+    def from_config(cls, config):
+        after = config["after"]
+        if isinstance(after, dict):
+            after = keras.optimizers.schedules.deserialize(after)
+        return cls(config["peak"], config["warmup_steps"], after)
+
+
+def learning_rate(cfg, steps_per_epoch):
+    """The optimizer's `learning_rate`: a float (constant or plateau) or a per-step schedule."""
+    peak = cfg["learning_rate"]
+    warmup_steps = round(cfg["warmup_epochs"] * steps_per_epoch)
+    schedule = cfg["schedule"]
+    if schedule == "plateau":
+        return peak
+    if schedule == "cosine":
+        total = cfg["epochs"] * steps_per_epoch
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup_steps else peak,
+            decay_steps=max(total - warmup_steps, 1),
+            warmup_target=peak if warmup_steps else None,
+            warmup_steps=warmup_steps,
+        )
+    after = peak
+    if schedule == "cosine_restarts":
+        after = keras.optimizers.schedules.CosineDecayRestarts(
+            peak, first_decay_steps=cfg["restart_epochs"] * steps_per_epoch, t_mul=1.0
+        )
+    return LinearWarmup(peak, warmup_steps, after) if warmup_steps else after
+
+
+def build_optimizer(cfg, steps_per_epoch):
+    """The configured optimizer with its schedule, decoupled weight decay and gradient clipping."""
+    kwargs = {
+        "learning_rate": learning_rate(cfg, steps_per_epoch),
+        "weight_decay": cfg["weight_decay"],
+        "clipnorm": cfg["clipnorm"],
+    }
+    if cfg["optimizer"] == "sgd":
+        kwargs.update(momentum=cfg["momentum"], nesterov=cfg["nesterov"])
+    optimizer = OPTIMIZERS[cfg["optimizer"]](**kwargs)
+    if cfg["weight_decay"]:
+        optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
+    return optimizer
+
+
+def schedule_callbacks(cfg):
+    """Callbacks a schedule needs: `ReduceLROnPlateau` (and its warm-up) for `plateau`, else none."""
+    if cfg["schedule"] != "plateau":
+        return []
+    callbacks = [
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=cfg["plateau_factor"], patience=cfg["plateau_patience"]
+        )
+    ]
+    warmup = math.ceil(cfg["warmup_epochs"])
+    if warmup:
+        peak = cfg["learning_rate"]
+        callbacks.insert(
+            0,
+            keras.callbacks.LearningRateScheduler(
+                lambda epoch, lr: peak * (epoch + 1) / (warmup + 1) if epoch <= warmup else lr
+            ),
+        )
+    return callbacks

@@ -1,0 +1,306 @@
+"""Weights & Biases tracking of a run; a failure inside W&B prints a warning and never stops training.
+
+Offline runs (no API key, or `--wandb offline`) are written under the run folder, or under
+`$WANDB_DIR`, and can be uploaded later with `wandb sync`. `read_offline_run` reads one back.
+"""
+
+import functools
+import json
+import os
+import re
+import struct
+import sys
+import uuid
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from fer_keras.constants import CLASS_NAMES
+from fer_keras.io import write_text
+
+# wandb is imported inside the guarded functions: even a broken install must not stop training.
+
+MODES = ("auto", "online", "offline", "disabled")
+ID_FILE = "wandb_id.txt"
+
+
+def _guarded(default=None):
+    """Run the wrapped W&B call; on any error print a one-line warning and return `default`."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001  (W&B must never stop training)
+                message = " ".join(str(exc).split())[:300]
+                print(f"warning: W&B {fn.__name__} failed, going on without it: "
+                      f"{type(exc).__name__}: {message}", file=sys.stderr)
+                return default
+
+        return wrapper
+
+    return decorate
+
+
+@_guarded()
+def start_run(cfg, run_dir):
+    """Open the W&B run of a training run (config, group, tags, name from `cfg`), or None.
+
+    The run id is kept in `run_dir/wandb_id.txt`, so running the same command again resumes the
+    same W&B run. Returns None when W&B is disabled or fails.
+    """
+    import wandb
+
+    mode = resolve_mode(cfg.get("wandb") or "auto")
+    if mode == "disabled":
+        return None
+    run_dir = Path(run_dir)
+    return wandb.init(
+        mode=mode,
+        dir=None if os.environ.get("WANDB_DIR") else run_dir,
+        project=cfg.get("wandb_project") or "fer_keras",
+        group=cfg.get("group") or cfg.get("model"),
+        tags=_tags(cfg),
+        name=cfg.get("name") or run_dir.name,
+        job_type="train",
+        config=_wandb_config(cfg),
+        id=_run_id(run_dir),
+        resume="allow",
+        reinit="finish_previous",
+    )
+
+
+def resolve_mode(mode):
+    """`auto`: $WANDB_MODE if set, else online when an API key is configured, else offline."""
+    if mode not in MODES:
+        raise ValueError(f"unknown W&B mode {mode!r}: use one of {', '.join(MODES)}")
+    if mode != "auto":
+        return mode
+    return os.environ.get("WANDB_MODE") or ("online" if _has_credentials() else "offline")
+
+
+def _has_credentials():
+    """Whether W&B would find an API key: environment variables or a netrc entry for its host."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    from wandb.sdk.lib.wbauth import read_netrc_auth
+
+    return read_netrc_auth(host=os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")) is not None
+
+
+def _tags(cfg):
+    """cfg tags plus the model and recipe names, without repeats."""
+    tags = cfg.get("tags") or []
+    if isinstance(tags, str):
+        tags = tags.split(",")
+    wanted = [*tags, cfg.get("model"), cfg.get("recipe")]
+    return list(dict.fromkeys(str(t).strip() for t in wanted if t and str(t).strip()))
+
+
+def _wandb_config(value):
+    """The config with "." in keys replaced by "_" (W&B reads dots as nesting)."""
+    if isinstance(value, dict):
+        return {str(k).replace(".", "_"): _wandb_config(v) for k, v in value.items()}
+    return value
+
+
+def _run_id(run_dir):
+    """The W&B run id of `run_dir`: its folder name plus a random suffix, kept in wandb_id.txt."""
+    path = run_dir / ID_FILE
+    if path.exists():
+        return path.read_text().strip()
+    run_id = f"{re.sub(r'[^A-Za-z0-9_-]+', '-', run_dir.name)[:48]}-{uuid.uuid4().hex[:8]}"
+    write_text(path, run_id + "\n")
+    return run_id
+
+
+@_guarded()
+def metrics_logger(run):
+    """Keras callback logging every epoch's metrics and learning rate to `run`, or None."""
+    if run is None:
+        return None
+    from wandb.integration.keras import WandbMetricsLogger
+
+    class GuardedMetricsLogger(WandbMetricsLogger):
+        """WandbMetricsLogger whose W&B errors cannot stop `fit`."""
+
+        on_epoch_end = _guarded()(WandbMetricsLogger.on_epoch_end)
+
+    return GuardedMetricsLogger(log_freq="epoch")
+
+
+@_guarded()
+def log_results(run, results, model_path=None, extra=None):
+    """Log evaluation `results` ({split: metrics}) to `run`: summary, confusion matrices, per-class
+    table, and the best model file as an artifact of type "model"."""
+    if run is None:
+        return
+    import wandb
+
+    from fer_keras.metrics import train_val_gap
+
+    summary = {f"{split}/{key}": m[key] for split, m in results.items()
+               for key in ("accuracy", "macro_f1", "loss", "macro_precision", "macro_recall")}
+    gap = train_val_gap(results)
+    if gap is not None:
+        summary["train_val_gap"] = gap
+    summary.update(extra or {})
+    run.summary.update(summary)
+
+    per_class = wandb.Table(columns=["split", "class", "precision", "recall", "f1", "support"])
+    for split, m in results.items():
+        for name, c in m["per_class"].items():
+            per_class.add_data(split, name, c["precision"], c["recall"], c["f1"], c["support"])
+    charts = {f"{split}/confusion_matrix": _confusion_chart(m["confusion_matrix"], split)
+              for split, m in results.items()}
+    run.log({"per_class": per_class, **charts})
+
+    if model_path is not None:
+        artifact = wandb.Artifact(f"model-{run.id}", type="model", metadata=summary)
+        artifact.add_file(str(model_path), name="model.keras")
+        run.log_artifact(artifact, aliases=["best", "latest"])
+
+
+def _confusion_chart(cm, split):
+    """W&B's confusion-matrix chart from a count matrix (each cell expanded back to label pairs)."""
+    import wandb
+
+    cm = np.asarray(cm)
+    true, pred = np.divmod(np.repeat(np.arange(cm.size), cm.ravel()), cm.shape[1])
+    return wandb.plot.confusion_matrix(
+        y_true=true.tolist(), preds=pred.tolist(), class_names=list(CLASS_NAMES),
+        title=f"Confusion matrix: {split}",
+    )
+
+
+@_guarded()
+def finish(run, exit_code=None):
+    """Close `run` (exit_code != 0 marks it failed) and wait until its files are on disk.
+
+    `run.finish()` returns before the W&B service has written the whole .wandb file; the
+    service's teardown flushes it (the next `start_run` starts a new service, in under a second).
+    """
+    if run is not None:
+        import wandb
+
+        run.finish(exit_code=exit_code)
+        wandb.teardown()
+
+
+# Reading offline runs back: the .wandb file is a LevelDB-style log of protobuf `Record`s
+# (https://github.com/google/leveldb/blob/main/doc/log_format.md), 32 KiB blocks.
+_FILE_HEADER = struct.pack("<4sHB", b":W&B", 0xBEE1, 0)
+_BLOCK = 32768
+_CHUNK = struct.Struct("<IHB")  # crc32 of (type byte + data), data length, chunk type
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+def read_offline_run(path):
+    """What an offline W&B run recorded, for tests and checks without a W&B server.
+
+    `path`: a run folder (its wandb_id.txt names the run, looked up under the folder and
+    $WANDB_DIR), an offline-run-* folder or a .wandb file. A resumed run's files are merged.
+    Returns {"id", "project", "name", "group", "job_type", "tags", "config", "history" (one dict
+    per logged step), "summary", "artifacts" (name, type, aliases)}.
+    """
+    run = {"id": None, "project": None, "name": None, "group": None, "job_type": None, "tags": [],
+           "config": {}, "history": [], "summary": {}, "artifacts": []}
+    for wandb_file in _wandb_files(Path(path)):
+        for record in _records(wandb_file):
+            _apply(run, record)
+    run["config"].pop("_wandb", None)
+    return run
+
+
+def _wandb_files(path):
+    """The .wandb files of `path`, oldest first."""
+    if path.is_file():
+        return [path]
+    id_file = path / ID_FILE
+    if id_file.exists():
+        run_id = id_file.read_text().strip()
+        roots = [path, Path(os.environ.get("WANDB_DIR") or path)]
+        files = {f for root in roots for f in root.glob(f"wandb/*-{run_id}/run-{run_id}.wandb")}
+    else:
+        files = list(path.glob("**/run-*.wandb"))
+    if not files:
+        raise FileNotFoundError(f"no offline W&B run found for {path}")
+    return sorted(files, key=lambda f: re.search(r"\d{8}_\d{6}", f.parent.name).group())
+
+
+def _records(wandb_file):
+    """Decode the `Record` protobufs of one .wandb file (a truncated tail is ignored)."""
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    buf = Path(wandb_file).read_bytes()
+    if not buf.startswith(_FILE_HEADER):
+        raise ValueError(f"{wandb_file}: not a W&B transaction log")
+    pos, pending = len(_FILE_HEADER), b""
+    while pos + _CHUNK.size <= len(buf):
+        if _BLOCK - pos % _BLOCK < _CHUNK.size:  # block trailer padding
+            pos += _BLOCK - pos % _BLOCK
+            continue
+        crc, length, kind = _CHUNK.unpack_from(buf, pos)
+        data = buf[pos + _CHUNK.size:pos + _CHUNK.size + length]
+        pos += _CHUNK.size + length
+        if len(data) < length or kind == 0:
+            break
+        if zlib.crc32(data, zlib.crc32(bytes([kind]))) != crc:
+            raise ValueError(f"{wandb_file}: corrupt record at byte {pos}")
+        pending = data if kind in (_FULL, _FIRST) else pending + data
+        if kind in (_FULL, _LAST):
+            record = Record()
+            record.ParseFromString(pending)
+            yield record
+
+
+def _apply(run, record):
+    """Fold one record into the `read_offline_run` dict."""
+    kind = record.WhichOneof("record_type")
+    if kind == "run":
+        r = record.run
+        run.update(id=r.run_id, project=r.project, name=r.display_name, group=r.run_group,
+                   job_type=r.job_type, tags=list(r.tags))
+        _update(run["config"], r.config.update, [])
+    elif kind == "config":
+        _update(run["config"], record.config.update, record.config.remove)
+    elif kind == "summary":
+        _update(run["summary"], record.summary.update, record.summary.remove)
+    elif kind == "history":
+        row = {}
+        _update(row, record.history.item, [])
+        run["history"].append(row)
+    elif kind == "artifact":
+        a = record.artifact
+        run["artifacts"].append({"name": a.name, "type": a.type, "aliases": list(a.aliases)})
+
+
+def _update(target, updates, removes):
+    """Apply W&B key updates/removals; a nested key ("a", "b") addresses target["a"]["b"]."""
+    for item in updates:
+        *parents, leaf = _key(item)
+        node = target
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = _value(item)
+    for item in removes:
+        *parents, leaf = _key(item)
+        node = target
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(leaf, None)
+
+
+def _key(item):
+    return (item.key,) if item.key else tuple(item.nested_key)
+
+
+def _value(item):
+    if item.value_json:
+        return json.loads(item.value_json)
+    kind = item.WhichOneof("value") if "value" in item.DESCRIPTOR.oneofs_by_name else None
+    if kind == "json":
+        return json.loads(item.json)
+    return None if kind in (None, "none") else getattr(item, kind)
