@@ -1,0 +1,290 @@
+"""tuning/: search spaces, a tiny Hyperband search end to end (summary, best config that retrains,
+resume, one W&B run per trial) and a distributed search with a chief and two worker processes."""
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import keras_tuner as kt
+import pytest
+
+from fer_keras import config as config_lib
+from fer_keras import tracking
+from fer_keras import train as train_cli
+from fer_keras.data import default_data, load_fer2013
+from fer_keras.errors import FerError
+from fer_keras.models import default_hparams, list_models
+from tuning import search, spaces
+from tuning.summary import load_trials
+from tuning.tuner import RUN_FILE
+
+# Hyperband continuations load a checkpoint's weights without its optimizer state (KerasTuner).
+pytestmark = pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer:UserWarning")
+
+REPO = Path(__file__).resolve().parents[1]
+# A tiny search: tiny_cnn with 8 filters on 300 synthetic rows.
+TINY = ["--model", "tiny_cnn", "--limit", "300", "--set", "widths=[8]", "--wandb", "offline"]
+
+
+def _space(only=None, models=None, **overrides):
+    return spaces.SearchSpace(config_lib.resolve_config(overrides), models=models, only=only)
+
+
+# --- spaces -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", list_models())
+def test_space_defaults_are_the_builders_defaults(model):
+    space = _space(model=model)
+    hp = kt.HyperParameters()
+    values = space.declare(hp)
+    assert values == space.defaults() == hp.values
+    cfg = space.trial_config(values, epochs=7)
+    builder = default_hparams(model)
+    assert {**builder, **cfg["model_args"]} == builder  # every searched builder value at its default
+    assert set(cfg["model_args"]) == set(space.dims) - set(spaces.TRAINING_DIMS)
+    assert {k: v for k, v in cfg.items() if k != "model_args"} == {
+        **{k: v for k, v in space.base.items() if k != "model_args"}, "epochs": 7}
+    assert "weight_decay" not in cfg["model_args"]  # the builder's L2 stays out of the search
+
+
+def test_space_searches_each_builders_widths_depth_dropout():
+    assert set(_space(model="resnet_fer").dims) == {"widths", "depth", "dropout", *spaces.TRAINING_DIMS}
+    assert set(_space(model="cnn3").dims) == {"widths", "feature_dropout", "dense_units", "dropout",
+                                              *spaces.TRAINING_DIMS}
+    vit = _space(model="vit").dims
+    assert {"width", "depth", "mlp_dim", "dropout"} <= set(vit) and "patch_size" not in vit
+    widths = _space(model="simple_cnn").dims["widths"].args["values"]
+    assert widths == ["16", "32", "64", "16,32", "32,64", "64,128", "16,32,64", "32,64,128", "64,128,256"]
+    lr = _space().dims["learning_rate"].args
+    assert (lr["min_value"], lr["max_value"], lr["sampling"]) == (1e-4, 1e-2, "log")
+    assert _space().dims["optimizer"].args["values"] == ["adam", "adamw", "sgd", "rmsprop"]
+
+
+def test_space_defaults_follow_the_base_config():
+    space = _space(recipe="vit")
+    defaults = space.defaults()
+    assert (defaults["learning_rate"], defaults["optimizer"], defaults["weight_decay"]) == (1e-3, "adamw", 0.05)
+    assert defaults["label_smoothing"] == 0.1 and defaults["batch_size"] == 128 and defaults["augment"] == "light"
+    assert 0.05 in space.dims["weight_decay"].args["values"]
+    tuned = _space(model="simple_cnn", model_args={"dropout": 0.25, "widths": [8, 16]})
+    assert tuned.defaults()["dropout"] == 0.25 and tuned.defaults()["widths"] == "8,16"
+    assert tuned.trial_config(tuned.defaults(), 3)["model_args"]["widths"] == (8, 16)
+
+
+def test_only_searches_one_dimension_and_keeps_the_rest():
+    space = _space(only=["learning_rate"], model="simple_cnn", model_args={"dropout": 0.3}, batch_size=32)
+    assert list(space.dims) == ["learning_rate"]
+    cfg = space.trial_config({"learning_rate": 0.005, "dropout": 0.6, "batch_size": 256}, epochs=4)
+    expected = {**space.base, "learning_rate": 0.005, "epochs": 4}
+    assert cfg == expected and cfg["model_args"] == {"dropout": 0.3} and cfg["batch_size"] == 32
+
+
+def test_only_model_searches_the_architecture():
+    space = _space(only=["model"], models=["simple_cnn", "tiny_cnn"], model="simple_cnn",
+                   model_args={"dropout": 0.2})
+    assert list(space.dims) == ["model"] and space.dims["model"].args["default"] == "simple_cnn"
+    assert space.trial_config({"model": "tiny_cnn"}, 2)["model_args"] == {}  # other builder: its defaults
+    assert space.trial_config({"model": "simple_cnn"}, 2)["model_args"] == {"dropout": 0.2}
+
+
+@pytest.mark.parametrize("only, models, message", [
+    (["dropout", "bogus"], None, "cannot search bogus"),
+    (["dropout"], ["simple_cnn", "tiny_cnn"], "single --model"),
+    (["learning_rate"], ["simple_cnn", "tiny_cnn"], "add `model` to --only"),
+    (None, ["simple_cnn", "nope"], "unknown model nope"),
+])
+def test_space_rejects_what_it_cannot_search(only, models, message):
+    with pytest.raises(FerError, match=message):
+        _space(only=only, models=models, model="simple_cnn")
+
+
+def test_saved_space_round_trips():
+    space = _space(model="resnet_fer", only=["widths", "learning_rate"])
+    again = spaces.SearchSpace.from_json(json.loads(json.dumps(space.to_json())))
+    values = {"widths": "16,32", "learning_rate": 0.002}
+    assert again.trial_config(values, 5) == space.trial_config(values, 5)
+    assert again.trial_config(values, 5)["model_args"]["widths"] == (16, 32)
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--tuner", "random", "--factor", "2"], "--factor is for --tuner hyperband"),
+    (["--max-trials", "3"], "--max-trials is for random and bayesian"),
+    (["--only", "momentum"], "cannot search momentum"),
+    (["--set", "learning_rate=-1"], "learning_rate"),
+])
+def test_cli_reports_user_errors(tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_info:
+        search.main(["--max-epochs", "2", "--out", str(tmp_path), "--name", "s", *TINY, *extra])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_rejects_a_name_that_is_no_folder(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        search.main(["--max-epochs", "2", "--out", str(tmp_path), "--name", "a/b"])
+    assert "--name" in capsys.readouterr().err
+
+
+def test_dry_run_prints_the_space(tmp_path, capsys):
+    search.main(["--max-epochs", "2", "--out", str(tmp_path), "--name", "s", *TINY, "--only", "batch_size", "--dry-run"])
+    shown = json.loads(capsys.readouterr().out)
+    assert [d["name"] for d in shown["dims"]] == ["batch_size"] and shown["factor"] == 3
+    assert not (tmp_path / "s").exists()
+
+
+# --- a tiny Hyperband search end to end ----------------------------------------------------------
+
+# Every dimension but weight_decay (kept at 1e-4): fer_keras.optim cannot build AdamW with weight_decay 0.
+HYPERBAND = [*TINY, "--tuner", "hyperband", "--max-epochs", "2", "--factor", "2", "--name", "hb",
+             "--set", "weight_decay=1e-4", "--only", "widths", "learning_rate", "optimizer", "label_smoothing",
+             "augment", "batch_size"]
+
+
+@pytest.fixture(scope="module")
+def hyperband_search(tmp_path_factory):
+    """Run the tiny Hyperband search once (5 trials, one continuing another); its folder."""
+    base = tmp_path_factory.getbasetemp()
+    out = tmp_path_factory.mktemp("searches")
+    with pytest.MonkeyPatch.context() as mp:  # conftest's isolation is per test; same folders here
+        mp.setenv("FER_KERAS_CACHE", str(base / "cache"))
+        mp.setenv("WANDB_DIR", str(base / "wandb"))
+        assert search.main([*HYPERBAND, "--out", str(out)]) == 0
+    return out / "hb"
+
+
+def _summary(search_dir):
+    with open(search_dir / "summary.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_hyperband_search_writes_summary_and_best_config(hyperband_search):
+    trials = load_trials(hyperband_search)
+    assert len(trials) == 5 and all(t.status == "COMPLETED" for t in trials.values())
+    continued = [t for t in trials.values() if "tuner/trial_id" in t.hyperparameters.values]
+    assert len(continued) == 1 and continued[0].hyperparameters.values["tuner/initial_epoch"] == 1
+
+    rows = _summary(hyperband_search)
+    assert sorted(r["trial"] for r in rows) == sorted(trials)
+    scores = [float(r["val_accuracy"]) for r in rows]
+    assert scores == sorted(scores, reverse=True) and [r["rank"] for r in rows] == ["1", "2", "3", "4", "5"]
+    assert {"widths", "learning_rate", "optimizer", "batch_size", "augment", "bracket"} <= set(rows[0])
+    table = (hyperband_search / "summary.md").read_text()
+    assert "| rank | trial | status | val_accuracy |" in table and table.count("| COMPLETED |") == 5
+
+    best = trials[rows[0]["trial"]]
+    assert best.score == pytest.approx(scores[0])
+    best_cfg = config_lib.resolve_config(config_file=hyperband_search / "best_config.json")
+    values = best.hyperparameters.values
+    assert best_cfg["model"] == "tiny_cnn" and best_cfg["limit"] == 300
+    assert best_cfg["epochs"] == values["tuner/epochs"]
+    assert best_cfg["model_args"]["widths"] == [int(w) for w in values["widths"].split(",")]
+    for key in ("learning_rate", "optimizer", "label_smoothing", "augment", "batch_size"):
+        assert best_cfg[key] == values[key]
+    assert best_cfg["weight_decay"] == 1e-4
+
+
+@pytest.mark.slow
+def test_best_config_retrains_with_fer_keras_train(hyperband_search, tmp_path):
+    run_dir = tmp_path / "retrain"
+    code = train_cli.main(["--config", str(hyperband_search / "best_config.json"), "--epochs", "1",
+                           "--out", str(run_dir), "--no-export", "--wandb", "disabled"])
+    assert code == 0
+    saved = json.loads((run_dir / "config.json").read_text())
+    best = json.loads((hyperband_search / "best_config.json").read_text())
+    assert {k: saved[k] for k in ("model", "model_args", "learning_rate", "optimizer", "batch_size")} == {
+        k: best[k] for k in ("model", "model_args", "learning_rate", "optimizer", "batch_size")}
+    assert "accuracy" in json.loads((run_dir / "metrics.json").read_text())["val"]
+
+
+@pytest.mark.slow
+def test_each_trial_is_one_wandb_run_in_the_search_group(hyperband_search):
+    for trial_id, trial in load_trials(hyperband_search).items():
+        trial_dir = hyperband_search / f"trial_{trial_id}"
+        run = tracking.read_offline_run(trial_dir)
+        values = trial.hyperparameters.values
+        assert run["id"] == run["name"] == f"hb-{trial_id}" and run["group"] == "hb"
+        assert run["config"]["tuning"]["hyperparameters"] == values
+        assert run["config"]["learning_rate"] == values["learning_rate"]
+        assert run["config"]["batch_size"] == values["batch_size"]
+        epochs = [row for row in run["history"] if "epoch/epoch" in row]
+        trained = values["tuner/epochs"] - values["tuner/initial_epoch"]
+        assert [row["epoch/epoch"] for row in epochs] == list(range(values["tuner/initial_epoch"], values["tuner/epochs"]))
+        assert len(epochs) == trained and all("epoch/val_accuracy" in row and "epoch/loss" in row for row in epochs)
+        assert not (trial_dir / "backup").exists()
+    runs = list((Path(os.environ["WANDB_DIR"]) / "wandb").glob("offline-run-*-hb-*"))
+    assert len(runs) == 5
+
+
+@pytest.mark.slow
+def test_rerun_resumes_without_redoing_trials(hyperband_search, capsys):
+    out = hyperband_search.parent
+    wandb_runs = sorted((Path(os.environ["WANDB_DIR"]) / "wandb").glob("offline-run-*-hb-*"))
+    stamps = {p: p.stat().st_mtime_ns for p in hyperband_search.glob("trial_*/*.json")}
+    assert search.main([*HYPERBAND, "--out", str(out)]) == 0
+    assert "Reloading Tuner" in capsys.readouterr().out
+    assert sorted((Path(os.environ["WANDB_DIR"]) / "wandb").glob("offline-run-*-hb-*")) == wandb_runs
+    assert {p: p.stat().st_mtime_ns for p in hyperband_search.glob("trial_*/*.json")} == stamps
+    assert len(_summary(hyperband_search)) == 5
+
+    with pytest.raises(SystemExit):  # another space under the same name is refused, not mixed in
+        search.main([*HYPERBAND, "--out", str(out), "--only", "learning_rate"])
+    assert "started with other settings" in capsys.readouterr().err
+
+
+# --- distributed: a chief and two workers on 127.0.0.1 -------------------------------------------
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_distributed_search_with_a_chief_and_two_workers(tmp_path):
+    load_fer2013(default_data())  # decode cache ready before three processes read it
+    out, port = tmp_path / "searches", _free_port()
+    command = [sys.executable, "-m", "tuning.search", *TINY, "--tuner", "random", "--max-trials", "4",
+               "--max-epochs", "2", "--only", "learning_rate", "--out", str(out), "--name", "dist"]
+    env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port),
+           "PYTHONPATH": str(REPO)}
+    procs, logs = {}, {}
+    try:
+        for tuner_id in ("chief", "worker0", "worker1"):
+            logs[tuner_id] = tmp_path / f"{tuner_id}.out"
+            with open(logs[tuner_id], "w") as stdout, open(tmp_path / f"{tuner_id}.err", "w") as stderr:
+                procs[tuner_id] = subprocess.Popen(command, cwd=REPO, stdout=stdout, stderr=stderr,
+                                                   env={**env, "KERASTUNER_TUNER_ID": tuner_id})
+        for tuner_id in ("worker0", "worker1", "chief"):  # the chief polls for the end every 20 s
+            code = procs[tuner_id].wait(timeout=300)
+            assert code == 0, (tmp_path / f"{tuner_id}.err").read_text()[-3000:]
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    search_dir = out / "dist"
+    trials = load_trials(search_dir)
+    assert len(trials) == 4 and all(t.status == "COMPLETED" for t in trials.values())
+    claimed = {tuner_id: [line.split()[1] for line in logs[tuner_id].read_text().splitlines()
+                          if line.startswith("trial ") and " runs on tuner " in line]
+               for tuner_id in logs}
+    assert claimed["chief"] == []  # the chief only serves the oracle
+    done = claimed["worker0"] + claimed["worker1"]
+    assert sorted(done) == sorted(trials)  # every trial once, by a worker
+    for trial_id in trials:
+        ran_on = json.loads((search_dir / f"trial_{trial_id}" / RUN_FILE).read_text())["tuner_id"]
+        assert trial_id in claimed[ran_on]
+        run = tracking.read_offline_run(search_dir / f"trial_{trial_id}")
+        assert run["group"] == "dist" and run["config"]["tuning"]["tuner_id"] == ran_on
+    assert len(_summary(search_dir)) == 4 and (search_dir / "best_config.json").exists()
