@@ -1,0 +1,174 @@
+"""SavedModel export: serving signatures for 0-255 face images and for raw FER2013 pixel strings.
+
+The SavedModel needs only TensorFlow to serve (`tf.saved_model.load`): normalisation is inside the
+model, augmentation is not (endpoints call `model(x, training=False)`), outputs are float32.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+import fer_keras.models  # noqa: F401  (registers the zoo's custom layers for loading .keras files)
+from fer_keras import __version__
+from fer_keras.cli import user_errors
+from fer_keras.constants import CLASS_NAMES, IMAGE_SHAPE, NUM_PIXELS
+from fer_keras.errors import FerError
+
+METADATA_FILE = "fer_keras.json"
+RUN_MODEL_FILE = "model.keras"
+
+
+def resolve_model_file(path):
+    """The `.keras` file named by `path`: the file itself or a run folder's `model.keras`."""
+    path = Path(path)
+    if path.is_dir():
+        if is_savedmodel(path):
+            raise FerError(f"{path} is a SavedModel; this needs the Keras model (.keras file or run folder)")
+        path = path / RUN_MODEL_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"no model at {path}")
+    if path.suffix != ".keras":
+        raise FerError(f"{path}: expected a .keras file or a run folder holding {RUN_MODEL_FILE}")
+    return path
+
+
+def load_keras_model(path):
+    """Load a `.keras` model (or a run folder's); importing fer_keras.models registered its custom layers."""
+    return keras.saving.load_model(resolve_model_file(path), compile=False)
+
+
+def is_savedmodel(path):
+    """Whether `path` is a SavedModel folder."""
+    return (Path(path) / "saved_model.pb").exists()
+
+
+def decode_pixels(pixels):
+    """Decode FER2013 `pixels` strings (tf.string [N]) to float32 images [N, 48, 48, 1] in-graph.
+
+    Raises InvalidArgumentError naming the bad rows when a row does not hold exactly 2304
+    integers in 0..255 (`to_tensor` would silently pad or truncate it).
+    """
+    tokens = tf.strings.split(pixels)
+    counts = tokens.row_lengths()
+    bad_count = tf.where(counts != NUM_PIXELS)[:, 0]
+    count_ok = tf.debugging.Assert(
+        tf.size(bad_count) == 0,
+        [f"pixels: each row must hold {NUM_PIXELS} space-separated values; bad rows:", bad_count,
+         "with counts:", tf.gather(counts, bad_count)],
+        summarize=10,
+    )
+    with tf.control_dependencies([count_ok]):
+        values = tf.strings.to_number(tokens.flat_values, out_type=tf.int32)
+    in_range = (values >= 0) & (values <= 255)
+    bad_range = tf.unique(tf.boolean_mask(tokens.value_rowids(), ~in_range))[0]
+    range_ok = tf.debugging.Assert(
+        tf.size(bad_range) == 0,
+        ["pixels: values must be integers in 0..255; bad rows:", bad_range],
+        summarize=10,
+    )
+    with tf.control_dependencies([range_ok]):
+        return tf.reshape(tf.cast(values, tf.float32), (-1, *IMAGE_SHAPE))
+
+
+def _probabilities(model, images):
+    """Float32 softmax of the model's logits in inference mode (bf16 models included)."""
+    return tf.nn.softmax(tf.cast(model(images, training=False), tf.float32))
+
+
+def build_archive(model):
+    """ExportArchive with `serving_default` (images) and `classify_pixels` (pixel strings)."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    class_names = tf.constant(CLASS_NAMES)
+
+    def serve(image):
+        return {"probabilities": _probabilities(model, image)}
+
+    def classify_pixels(pixels):
+        probs = _probabilities(model, decode_pixels(pixels))
+        index = tf.argmax(probs, axis=-1, output_type=tf.int32)
+        return {"probabilities": probs, "class_index": index, "class_name": tf.gather(class_names, index)}
+
+    archive.add_endpoint(
+        "serving_default", serve, input_signature=[tf.TensorSpec((None, *IMAGE_SHAPE), tf.float32, name="image")]
+    )
+    archive.add_endpoint(
+        "classify_pixels", classify_pixels, input_signature=[tf.TensorSpec((None,), tf.string, name="pixels")]
+    )
+    return archive
+
+
+def export_savedmodel(model, out_dir, model_name=None):
+    """Write `model` as a SavedModel at `out_dir` (replacing an existing one) and return the path.
+
+    Written to a temporary folder beside `out_dir`, then renamed into place, so a kill never
+    leaves a half-written export. `fer_keras.json` inside records class names, version, model name.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a served model is read by other users
+    try:
+        build_archive(model).write_out(str(tmp), verbose=False)
+        (tmp / METADATA_FILE).write_text(json.dumps(_metadata(model, model_name), indent=2) + "\n")
+        _replace_dir(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def _metadata(model, model_name):
+    """What a user of the SavedModel needs besides the graph."""
+    return {
+        "class_names": list(CLASS_NAMES),
+        "model_name": model_name or model.name,
+        "fer_keras_version": __version__,
+        "input": "float32 [N, 48, 48, 1] grayscale, values 0-255",
+        "signatures": {
+            "serving_default": "image -> probabilities [N, 7]",
+            "classify_pixels": "pixels (FER2013 strings) -> probabilities, class_index, class_name",
+        },
+    }
+
+
+def _replace_dir(src, dst):
+    """Move folder `src` to `dst`, replacing `dst`; the old one is renamed aside before removal."""
+    old = None
+    if dst.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}-old-", dir=dst.parent))
+        os.replace(dst, old / dst.name)
+    os.replace(src, dst)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def _run_model_name(model_file):
+    """The registry name from a run folder's config.json, when there is one."""
+    config = model_file.parent / "config.json"
+    if config.exists():
+        return json.loads(config.read_text()).get("model")
+    return None
+
+
+@user_errors
+def main(argv=None):
+    """`python -m fer_keras.export RUN_DIR_OR_MODEL [--out DIR]`."""
+    parser = argparse.ArgumentParser(prog="python -m fer_keras.export", description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="run folder (uses its model.keras) or a .keras file")
+    parser.add_argument("--out", help="SavedModel folder (default: <run folder>/savedmodel)")
+    args = parser.parse_args(argv)
+    model_file = resolve_model_file(args.model)
+    out = Path(args.out) if args.out else model_file.parent / "savedmodel"
+    export_savedmodel(load_keras_model(model_file), out, model_name=_run_model_name(model_file))
+    print(f"SavedModel written to {out} (signatures: serving_default, classify_pixels)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,169 @@
+"""Predict facial expressions for FER2013 CSV rows or image files, with one model or an ensemble.
+
+`python -m fer_keras.predict --model PATH [--model PATH ...] (--csv FILE | --images FILES_OR_DIRS...)
+--out FILE [--probabilities] [--tta] [--detect-faces] [--batch-size B]`
+
+Models are SavedModel folders or `.keras` files (or run folders); several are averaged (ensemble),
+`--tta` also averages each model over the horizontally flipped faces. Bad inputs are reported on
+stderr one per line (`WHERE: reason`), everything else is still predicted, and the exit status is 1.
+CSV output has one row per readable input row, in order (Kaggle's submission shape when every row
+is readable); unreadable rows get no output row. Image output has one row per image (per face with
+--detect-faces); an unreadable image, or one where no face is found, gets no row.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from scipy.special import softmax
+
+from fer_keras import faces
+from fer_keras.cli import user_errors
+from fer_keras.constants import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
+from fer_keras.data import load_fer2013
+from fer_keras.errors import FerError
+from fer_keras.export import is_savedmodel, load_keras_model
+from fer_keras.io import atomic_path
+
+
+def load_predictor(path):
+    """A function float32 faces (N, 48, 48, 1) in 0..255 -> float32 probabilities (N, 7).
+
+    `path` is a SavedModel folder (its `serving_default` signature) or a `.keras` file / run folder.
+    """
+    if is_savedmodel(path):
+        loaded = tf.saved_model.load(str(path))
+        return lambda x: loaded.signatures["serving_default"](image=tf.constant(x))["probabilities"].numpy()
+    model = load_keras_model(path)
+    return lambda x: softmax(np.asarray(model.predict_on_batch(x), np.float32), axis=-1)
+
+
+def predict_probabilities(predictors, images, batch_size=256, tta=False, verbose=False):
+    """Mean probabilities (N, 7) over the predictors and, with `tta`, over horizontal flips too."""
+    views = [images, images[:, :, ::-1]] if tta else [images]
+    starts = range(0, len(images), batch_size)
+    total = np.zeros((len(images), NUM_CLASSES), np.float64)
+    steps = len(predictors) * len(views) * len(starts)
+    progress = keras.utils.Progbar(steps) if verbose and steps > 1 else None
+    for predict in predictors:
+        for view in views:
+            for start in starts:
+                total[start : start + batch_size] += predict(view[start : start + batch_size].astype(np.float32))
+                if progress:
+                    progress.add(1)
+    return (total / (len(predictors) * len(views))).astype(np.float32)
+
+
+def prediction_columns(probs, probabilities=False):
+    """Output columns: `emotion` (class index), `class_name`, and optionally one column per class."""
+    index = probs.argmax(axis=1)
+    columns = {"emotion": index, "class_name": np.asarray(CLASS_NAMES)[index]}
+    if probabilities:
+        columns.update({name: probs[:, i] for i, name in enumerate(CLASS_NAMES)})
+    return pd.DataFrame(columns)
+
+
+def predict_csv(predictors, path, *, batch_size=256, tta=False, probabilities=False):
+    """Predictions for the readable rows of a FER2013 CSV (any layout), in order: (DataFrame, problems).
+
+    Unreadable rows are skipped (the reader names the first one); `problems` counts them by reason.
+    """
+    data = load_fer2013(path, skip_bad=True)
+    probs = predict_probabilities(predictors, data.images, batch_size, tta, verbose=True)
+    table = prediction_columns(probs, probabilities)
+    problems = [f"{path}: skipped {count} row(s): {reason}" for reason, count in sorted(data.skipped.items())]
+    return (table if probabilities else table[["emotion"]]), problems
+
+
+def collect_images(paths):
+    """Files named in `paths`, folders expanded to the image files inside them (recursively, sorted)."""
+    extensions = faces.image_extensions()
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {path}")
+    return files
+
+
+def predict_images(predictors, paths, *, detect=False, batch_size=256, tta=False, probabilities=False):
+    """Predictions for image files, or for every face found in them: (DataFrame, problems)."""
+    columns = ["file", "x", "y", "w", "h"] if detect else ["file"]
+    rows, crops, problems = [], [], []
+    for path in collect_images(paths):
+        try:
+            gray = faces.read_gray(path)
+        except FerError as exc:
+            problems.append(str(exc))
+            continue
+        if not detect:
+            rows.append([str(path)])
+            crops.append(faces.to_face(gray))
+            continue
+        boxes = faces.detect_faces(gray)
+        if not boxes:
+            problems.append(f"{path}: no face found")
+        for x, y, w, h in boxes:
+            rows.append([str(path), x, y, w, h])
+            crops.append(faces.to_face(faces.crop_face(gray, (x, y, w, h))))
+    images = np.stack(crops) if crops else np.zeros((0, *IMAGE_SHAPE), np.uint8)
+    probs = predict_probabilities(predictors, images, batch_size, tta, verbose=True)
+    table = pd.concat([pd.DataFrame(rows, columns=columns), prediction_columns(probs, probabilities)], axis=1)
+    return table, problems
+
+
+def write_csv(table, path):
+    """Write the predictions atomically."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6f")
+
+
+def _parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m fer_keras.predict", description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", action="append", required=True,
+                        help="SavedModel folder, .keras file or run folder; repeat for an ensemble")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--csv", help="FER2013 CSV in any layout (labels optional)")
+    source.add_argument("--images", nargs="+", help="PNG/JPEG files or folders of them")
+    parser.add_argument("--out", required=True, help="output CSV")
+    parser.add_argument("--probabilities", action="store_true", help="add one probability column per class")
+    parser.add_argument("--tta", action="store_true", help="average over the original and flipped faces")
+    parser.add_argument("--detect-faces", action="store_true",
+                        help="find faces (OpenCV Haar cascade) and classify each one (with --images)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    args = parser.parse_args(argv)
+    if args.detect_faces and not args.images:
+        parser.error("--detect-faces works with --images")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    return args
+
+
+@user_errors
+def main(argv=None):
+    args = _parse_args(argv)
+    predictors = [load_predictor(path) for path in args.model]
+    options = {"batch_size": args.batch_size, "tta": args.tta, "probabilities": args.probabilities}
+    if args.csv:
+        table, problems = predict_csv(predictors, args.csv, **options)
+    else:
+        table, problems = predict_images(predictors, args.images, detect=args.detect_faces, **options)
+    write_csv(table, args.out)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    print(f"{len(table)} predictions written to {args.out}" + ("; failed inputs listed on stderr" if problems else ""))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,210 @@
+"""`python -m fer_keras.predict`: CSV and image inputs, face detection, TTA, ensembles, bad inputs."""
+
+import gzip
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fer_keras.constants import CLASS_NAMES, IMAGE_SHAPE
+from fer_keras.export import export_savedmodel
+from fer_keras.models import build_model
+from fer_keras.predict import load_predictor, main, predict_probabilities
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Two differently initialised tiny CNNs: A as a SavedModel and a .keras file, B as .keras."""
+    root = tmp_path_factory.mktemp("models")
+    keras.utils.set_random_seed(1)
+    model_a = build_model("simple_cnn", widths=(8, 16), dense_units=(16,))
+    model_a.save(root / "a.keras")
+    export_savedmodel(model_a, root / "a_saved")
+    keras.utils.set_random_seed(2)
+    build_model("tiny_cnn").save(root / "b.keras")
+    return {"saved": str(root / "a_saved"), "keras": str(root / "a.keras"), "other": str(root / "b.keras")}
+
+
+def _faces(n, seed=0):
+    """Random uint8 faces, darker on the left so a horizontal flip changes them."""
+    images = np.random.default_rng(seed).integers(0, 256, (n, *IMAGE_SHAPE), dtype=np.uint8)
+    images[:, :, :20] //= 3
+    return images
+
+
+def _pixels(images):
+    return [" ".join(map(str, face.ravel())) for face in images]
+
+
+def _run(argv, capsys):
+    """Run the CLI: (exit status, stdout, stderr)."""
+    status = main(argv)
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+def _expected(path, images, tta=False):
+    return predict_probabilities([load_predictor(path)], images, tta=tta)
+
+
+def _assert_probabilities(table):
+    probs = table[list(CLASS_NAMES)].to_numpy()
+    assert ((probs >= 0) & (probs <= 1)).all()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(probs.argmax(axis=1), table["emotion"])
+    return probs
+
+
+def test_csv_keeps_order_and_row_count(models, tmp_path, capsys):
+    images = _faces(300)
+    src = tmp_path / "fer2013.csv.gz"
+    frame = pd.DataFrame({"emotion": np.arange(300) % 7, "pixels": _pixels(images), "Usage": "PrivateTest"})
+    with gzip.open(src, "wt") as f:
+        frame.to_csv(f, index=False)
+    out = tmp_path / "submission.csv"
+    status, _, err = _run(["--model", models["saved"], "--csv", str(src), "--out", str(out), "--probabilities",
+                           "--batch-size", "64"], capsys)
+    assert status == 0, err
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["emotion", "class_name", *CLASS_NAMES]
+    assert len(table) == 300
+    probs = _assert_probabilities(table)
+    np.testing.assert_allclose(probs, _expected(models["keras"], images), atol=1e-5)
+    assert list(table["class_name"]) == [CLASS_NAMES[i] for i in table["emotion"]]
+
+
+def test_pixels_only_csv_gives_kaggle_submission(models, tmp_path, capsys):
+    images = _faces(20, seed=3)
+    src = tmp_path / "test.csv"
+    pd.DataFrame({"pixels": _pixels(images)}).to_csv(src, index=False)
+    out = tmp_path / "submission.csv"
+    status, _, err = _run(["--model", models["keras"], "--csv", str(src), "--out", str(out)], capsys)
+    assert status == 0, err
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["emotion"]
+    np.testing.assert_array_equal(table["emotion"], _expected(models["keras"], images).argmax(axis=1))
+
+
+def test_unreadable_csv_rows_are_reported_and_the_rest_predicted(models, tmp_path, capsys):
+    pixels = _pixels(_faces(6, seed=4))
+    pixels[2] = " ".join(pixels[2].split()[:-5])
+    src = tmp_path / "bad.csv"
+    pd.DataFrame({"emotion": [0] * 6, "pixels": pixels}).to_csv(src, index=False)
+    out = tmp_path / "pred.csv"
+    status, _, err = _run(["--model", models["keras"], "--csv", str(src), "--out", str(out)], capsys)
+    assert status == 1
+    assert "line 4" in err and "skipped 1 row(s): wrong pixel count" in err
+    assert len(pd.read_csv(out)) == 5
+
+
+def _write_modes(folder, face):
+    """The same 48x48 face as PNG/JPEG in several sizes and modes; returns {name: exact-pixels?}."""
+    gray = Image.fromarray(face[..., 0])
+    gray.save(folder / "l.png")
+    gray.convert("RGB").save(folder / "rgb.png")
+    gray.convert("RGBA").save(folder / "rgba.png")
+    gray.convert("P").save(folder / "p.png")
+    Image.fromarray(face[..., 0].astype(np.uint16) * 257).save(folder / "i16.png")
+    gray.resize((144, 144), Image.Resampling.NEAREST).convert("RGB").save(folder / "big.jpg", quality=95)
+    gray.resize((96, 160), Image.Resampling.NEAREST).save(folder / "tall.png")
+    (folder / "notes.txt").write_text("not an image, and not picked from a folder")
+
+
+def test_images_of_any_size_and_mode(models, tmp_path, capsys):
+    face = _faces(1, seed=5)[0]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _write_modes(folder, face)
+    out = tmp_path / "pred.csv"
+    status, _, err = _run(["--model", models["keras"], "--images", str(folder), "--out", str(out),
+                           "--probabilities"], capsys)
+    assert status == 0, err
+    table = pd.read_csv(out)
+    names = [p.split("/")[-1] for p in table["file"]]
+    assert names == ["big.jpg", "i16.png", "l.png", "p.png", "rgb.png", "rgba.png", "tall.png"]
+    probs = dict(zip(names, _assert_probabilities(table)))
+    reference = _expected(models["keras"], face[None])[0]
+    for name in ["i16.png", "l.png", "p.png", "rgb.png", "rgba.png"]:  # lossless: the very same face
+        np.testing.assert_allclose(probs[name], reference, atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(probs["big.jpg"], reference, atol=0.05)
+
+
+def test_bad_images_are_reported_and_the_rest_predicted(models, tmp_path, capsys):
+    faces = _faces(2, seed=6)
+    good = tmp_path / "good.png"
+    Image.fromarray(faces[0, ..., 0]).resize((100, 100)).save(good)
+    truncated = tmp_path / "truncated.png"
+    Image.fromarray(faces[1, ..., 0]).resize((100, 100)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    fake = tmp_path / "fake.jpg"
+    fake.write_text("this is not a JPEG")
+    out = tmp_path / "pred.csv"
+    status, _, err = _run(["--model", models["saved"], "--images", str(fake), str(good), str(truncated),
+                           "--out", str(out)], capsys)
+    assert status == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(f"{fake}: cannot read image")
+    assert lines[1].startswith(f"{truncated}: cannot read image")
+    table = pd.read_csv(out)
+    assert list(table["file"]) == [str(good)]
+    assert list(table.columns) == ["file", "emotion", "class_name"]
+
+
+def test_tta_and_ensemble_give_valid_averaged_probabilities(models, tmp_path, capsys):
+    images = _faces(10, seed=7)
+    src = tmp_path / "test.csv"
+    pd.DataFrame({"pixels": _pixels(images)}).to_csv(src, index=False)
+    out = tmp_path / "pred.csv"
+    status, _, err = _run(["--model", models["saved"], "--model", models["other"], "--tta", "--csv", str(src),
+                           "--out", str(out), "--probabilities"], capsys)
+    assert status == 0, err
+    probs = _assert_probabilities(pd.read_csv(out))
+    views = [images, images[:, :, ::-1]]
+    parts = [_expected(m, view) for m in (models["keras"], models["other"]) for view in views]
+    np.testing.assert_allclose(probs, np.mean(parts, axis=0), atol=1e-5)
+    assert not np.allclose(parts[0], parts[1], atol=1e-4), "the flip should change this model's output"
+
+
+def test_missing_model_is_a_user_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", str(tmp_path / "none.keras"), "--images", str(tmp_path), "--out", str(tmp_path / "o.csv")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+@pytest.fixture(scope="module")
+def real_faces(real_fer2013):
+    """Three real FER2013 faces the Haar cascade finds (the first rows of the file)."""
+    frame = pd.read_csv(real_fer2013, nrows=10)
+    return [np.array(p.split(), dtype=np.uint8).reshape(48, 48) for p in frame["pixels"].iloc[[2, 5, 9]]]
+
+
+@pytest.fixture
+def haar():
+    cv2 = pytest.importorskip("cv2")
+    if not hasattr(cv2, "CascadeClassifier"):
+        pytest.skip(f"OpenCV {cv2.__version__} has no Haar cascades (removed in OpenCV 5); needs 4.x")
+
+
+def test_detect_faces_finds_pasted_faces(haar, real_faces, models, tmp_path, capsys):
+    photo = np.full((360, 720), 120, np.uint8)
+    corners = [(40, 60), (280, 150), (520, 40)]
+    for (x, y), face in zip(corners, real_faces):
+        photo[y : y + 144, x : x + 144] = np.asarray(Image.fromarray(face).resize((144, 144), Image.Resampling.BICUBIC))
+    Image.fromarray(photo).convert("RGB").save(tmp_path / "group.jpg", quality=95)
+    Image.fromarray(np.full((200, 200), 90, np.uint8)).save(tmp_path / "wall.png")
+    out = tmp_path / "faces.csv"
+    status, _, err = _run(["--model", models["keras"], "--images", str(tmp_path / "group.jpg"),
+                           str(tmp_path / "wall.png"), "--detect-faces", "--out", str(out)], capsys)
+    assert status == 1
+    assert err.strip() == f"{tmp_path / 'wall.png'}: no face found"
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["file", "x", "y", "w", "h", "emotion", "class_name"]
+    assert len(table) == 3
+    for (x, y), box in zip(corners, table[["x", "y", "w", "h"]].to_numpy()):
+        centre = box[:2] + box[2:] / 2
+        np.testing.assert_allclose(centre, (x + 72, y + 72), atol=25)
+        assert 90 <= box[2] <= 200
