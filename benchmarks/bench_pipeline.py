@@ -17,7 +17,6 @@ import time
 def measure(model_name, batch_size, steps, precision, feed, data):
     """Steps per second of `model.fit` for `steps` steps after one warm-up epoch (run in-process)."""
     import keras
-    import numpy as np
     import tensorflow as tf
 
     from fer_keras.augment import build_augmenter

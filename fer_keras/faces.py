@@ -52,11 +52,6 @@ def _cascade():
     """OpenCV's frontal-face Haar cascade, shipped inside the opencv-python(-headless) 4.x wheel."""
     import cv2
 
-    if not hasattr(cv2, "CascadeClassifier"):
-        raise FerError(
-            f"OpenCV {cv2.__version__} has no Haar cascades (OpenCV 5 removed them): "
-            "install opencv-python-headless 4.x for --detect-faces"
-        )
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + HAAR_CASCADE)
     if cascade.empty():
         raise FerError(f"cannot load {HAAR_CASCADE} from {cv2.data.haarcascades}")

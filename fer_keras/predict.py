@@ -6,8 +6,8 @@
 Models are SavedModel folders or `.keras` files (or run folders); several are averaged (ensemble),
 `--tta` also averages each model over the horizontally flipped faces. Bad inputs are reported on
 stderr one per line (`WHERE: reason`), everything else is still predicted, and the exit status is 1.
-CSV output has one row per readable input row, in order (Kaggle's submission shape when every row
-is readable); unreadable rows get no output row. Image output has one row per image (per face with
+CSV output has one row per input data row, in order (Kaggle's submission shape); an unreadable row
+keeps its place with empty cells. Image output has one row per image (per face with
 --detect-faces); an unreadable image, or one where no face is found, gets no row.
 """
 
@@ -68,15 +68,23 @@ def prediction_columns(probs, probabilities=False):
 
 
 def predict_csv(predictors, path, *, batch_size=256, tta=False, probabilities=False):
-    """Predictions for the readable rows of a FER2013 CSV (any layout), in order: (DataFrame, problems).
+    """Predictions for every data row of a FER2013 CSV (any layout), in order: (DataFrame, problems).
 
-    Unreadable rows are skipped (the reader names the first one); `problems` counts them by reason.
+    An unreadable row keeps its place with empty cells; `problems` names each one, file and line.
     """
     data = load_fer2013(path, skip_bad=True)
     probs = predict_probabilities(predictors, data.images, batch_size, tta, verbose=True)
     table = prediction_columns(probs, probabilities)
-    problems = [f"{path}: skipped {count} row(s): {reason}" for reason, count in sorted(data.skipped.items())]
-    return (table if probabilities else table[["emotion"]]), problems
+    problems = [f"{path}: line {problem.line}: {problem.detail}" for problem in data.problems]
+    return _with_bad_rows(table if probabilities else table[["emotion"]], data), problems
+
+
+def _with_bad_rows(table, data):
+    """`table` (a row per good row of `data`) spread over all the file's data rows, bad rows empty
+    (`emotion` becomes a nullable Int64 column, so good rows still print as integers)."""
+    bad = np.array([problem.line for problem in data.problems], np.int64)
+    rows = np.sort(np.concatenate([data.lines, bad]))
+    return table.astype({"emotion": "Int64"}).set_axis(np.searchsorted(rows, data.lines)).reindex(range(len(rows)))
 
 
 def collect_images(paths):
@@ -161,7 +169,7 @@ def main(argv=None):
     write_csv(table, args.out)
     for problem in problems:
         print(problem, file=sys.stderr)
-    print(f"{len(table)} predictions written to {args.out}" + ("; failed inputs listed on stderr" if problems else ""))
+    print(f"{len(table)} rows written to {args.out}" + ("; failed inputs listed on stderr" if problems else ""))
     return 1 if problems else 0
 
 

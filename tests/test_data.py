@@ -84,7 +84,8 @@ def test_reads_every_layout(tmp_path, small, layout, suffix):
         np.testing.assert_array_equal(data.usage, usage)
     else:
         assert data.usage is None
-    assert data.skipped == {} and len(data) == 6
+    assert data.skipped == {} and data.problems == [] and len(data) == 6
+    np.testing.assert_array_equal(data.lines, np.arange(2, 8))
 
 
 def test_crlf_quotes_blank_lines_and_missing_final_newline(tmp_path, small):
@@ -97,6 +98,7 @@ def test_crlf_quotes_blank_lines_and_missing_final_newline(tmp_path, small):
     data = load_fer2013(path)
     np.testing.assert_array_equal(data.images, images)
     np.testing.assert_array_equal(data.labels, labels)
+    np.testing.assert_array_equal(data.lines, [2, 3, 5, 6, 7, 8])  # the blank line 4 is no row
 
 
 def test_odd_but_valid_pixel_text_is_read_exactly(tmp_path):
@@ -188,8 +190,40 @@ def test_skip_bad_drops_counts_and_warns(tmp_path, capsys):
     data = load_fer2013(path, skip_bad=True)
     assert data.skipped == {"label outside 0-6": 1, "pixel outside 0-255": 1, "non-integer pixel": 1}
     np.testing.assert_array_equal(data.images, images[[0, 2, 5]])
+    np.testing.assert_array_equal(data.lines, [2, 4, 7])
+    assert [p[:2] for p in data.problems] == [(3, "label outside 0-6"), (5, "pixel outside 0-255"),
+                                              (6, "non-integer pixel")]
+    assert data.problems[1].detail == "pixel 2 is 300, outside 0-255"
     warning = capsys.readouterr().err.strip().splitlines()[-1]
     assert warning.startswith(f"warning: {path}: skipped 3 bad rows") and "first: line 3:" in warning
+
+
+def test_lines_and_problems_across_blocks_survive_cache_and_subset(tmp_path, monkeypatch):
+    """File lines stay right across block boundaries and blank lines, from a fresh read and from the cache."""
+    monkeypatch.setattr(reader, "BLOCK_BYTES", 20_000)
+    images = faces(40)
+    lines = fer_lines(images, np.arange(40) % 7, ["Training"] * 40)
+    lines[10] = lines[10].replace(" ", " 256 ", 1)  # file line 11
+    lines[33] = lines[33].replace(",Training", ",Test")  # line 35 once the blank line is in
+    lines.insert(20, "")  # file line 21: blank, so data rows 19 on move down a line
+    path = write(tmp_path / "blocks.csv.gz", lines)
+    good = np.setdiff1d(np.arange(40), [9, 32])
+    expected_lines = np.where(good < 19, good + 2, good + 3)
+    expected_problems = [(11, "pixel outside 0-255", "pixel 2 is 256, outside 0-255"),
+                         (35, "unknown Usage", "Usage 'Test' is not one of Training, PublicTest, PrivateTest")]
+    fresh = load_fer2013(path, skip_bad=True)
+    entry = cache_dir() / "decoded" / f"{reader.cache.file_key(path)}.images.npy"
+    np.save(entry, np.zeros_like(fresh.images))  # doctor the entry: the next load must come from the cache
+    cached = load_fer2013(path, skip_bad=True)
+    assert cached.images.max() == 0
+    for data in (fresh, cached):
+        np.testing.assert_array_equal(data.lines, expected_lines)
+        assert data.problems == expected_problems
+        assert data.skipped == {"pixel outside 0-255": 1, "unknown Usage": 1}
+    np.testing.assert_array_equal(fresh.images, images[good])
+    part = cached.subset(np.array([0, 30, 37]))
+    np.testing.assert_array_equal(part.lines, expected_lines[[0, 30, 37]])
+    assert part.problems == expected_problems
 
 
 def test_skip_bad_with_no_good_row_is_an_error(tmp_path):

@@ -87,16 +87,29 @@ def test_pixels_only_csv_gives_kaggle_submission(models, tmp_path, capsys):
     np.testing.assert_array_equal(table["emotion"], _expected(models["keras"], images).argmax(axis=1))
 
 
-def test_unreadable_csv_rows_are_reported_and_the_rest_predicted(models, tmp_path, capsys):
-    pixels = _pixels(_faces(6, seed=4))
-    pixels[2] = " ".join(pixels[2].split()[:-5])
+def test_bad_csv_rows_keep_their_place_empty_and_are_reported(models, tmp_path, capsys):
+    images = _faces(6, seed=4)
+    pixels = _pixels(images)
+    pixels[2] = " ".join(pixels[2].split()[:-5])  # file line 4, in the middle
+    pixels[5] = pixels[5].replace(" ", " x ", 1)  # file line 7, the last row
     src = tmp_path / "bad.csv"
     pd.DataFrame({"emotion": [0] * 6, "pixels": pixels}).to_csv(src, index=False)
     out = tmp_path / "pred.csv"
-    status, _, err = _run(["--model", models["keras"], "--csv", str(src), "--out", str(out)], capsys)
+    status, _, err = _run(["--model", models["keras"], "--csv", str(src), "--out", str(out), "--probabilities"],
+                          capsys)
     assert status == 1
-    assert "line 4" in err and "skipped 1 row(s): wrong pixel count" in err
-    assert len(pd.read_csv(out)) == 5
+    reported = err.strip().splitlines()
+    assert f"{src}: line 4: 2299 pixel values, expected 2304" in reported
+    assert f"{src}: line 7: pixel 2 is 'x', not an integer" in reported
+    table = pd.read_csv(out)
+    assert len(table) == 6
+    bad = table.index.isin([2, 5])
+    assert table[bad].isna().all(axis=None) and table[~bad].notna().all(axis=None)
+    probs = _assert_probabilities(table[~bad])
+    np.testing.assert_allclose(probs, _expected(models["keras"], images[[0, 1, 3, 4]]), atol=1e-5)
+    rows = out.read_text().splitlines()
+    assert rows[3] == rows[6] == "," * (len(CLASS_NAMES) + 1)
+    assert rows[1].split(",")[0].isdigit()  # emotion stays an integer beside the empty cells
 
 
 def _write_modes(folder, face):
@@ -182,14 +195,7 @@ def real_faces(real_fer2013):
     return [np.array(p.split(), dtype=np.uint8).reshape(48, 48) for p in frame["pixels"].iloc[[2, 5, 9]]]
 
 
-@pytest.fixture
-def haar():
-    cv2 = pytest.importorskip("cv2")
-    if not hasattr(cv2, "CascadeClassifier"):
-        pytest.skip(f"OpenCV {cv2.__version__} has no Haar cascades (removed in OpenCV 5); needs 4.x")
-
-
-def test_detect_faces_finds_pasted_faces(haar, real_faces, models, tmp_path, capsys):
+def test_detect_faces_finds_pasted_faces(real_faces, models, tmp_path, capsys):
     photo = np.full((360, 720), 120, np.uint8)
     corners = [(40, 60), (280, 150), (520, 40)]
     for (x, y), face in zip(corners, real_faces):

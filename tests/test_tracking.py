@@ -1,5 +1,6 @@
 """W&B tracking: a real offline run is logged, then read back from its .wandb file (no mocks)."""
 
+import time
 from types import SimpleNamespace
 
 import keras
@@ -9,6 +10,7 @@ import pytest
 from fer_keras import tracking
 from fer_keras.constants import NUM_CLASSES
 from fer_keras.evaluate import evaluate_model
+from fer_keras.wandb_offline import read_offline_run
 from fer_keras.models.common import image_input, logits
 
 
@@ -48,7 +50,7 @@ def test_offline_run_is_logged_and_read_back(tmp_path):
     tracking.log_results(run, results, model_path=model_path, extra={"params": model.count_params()})
     tracking.finish(run)
 
-    logged = tracking.read_offline_run(run_dir)
+    logged = read_offline_run(run_dir)
     assert logged["id"] == (run_dir / tracking.ID_FILE).read_text().strip()
     assert logged["name"] == "tiny-run" and logged["group"] == "tiny" and logged["job_type"] == "train"
     assert logged["project"] == "fer_keras"
@@ -84,10 +86,12 @@ def test_same_run_folder_resumes_the_same_run(tmp_path):
     run_dir = tmp_path / "resumed"
     big = "x" * 100_000  # one record over several 32 KiB blocks of the .wandb log
     for value in (1, 2):
+        # W&B names offline folders by the second: a real resume comes later than this loop would.
+        time.sleep(1.1 * (value - 1))
         run = tracking.start_run(CFG, run_dir)
         run.log({"attempt": value, "blob": big})
         tracking.finish(run)
-    logged = tracking.read_offline_run(run_dir)
+    logged = read_offline_run(run_dir)
     rows = [row for row in logged["history"] if "attempt" in row]
     assert [row["attempt"] for row in rows] == [1, 2] and rows[-1]["blob"] == big
     assert logged["summary"]["attempt"] == 2
@@ -144,4 +148,4 @@ def test_auto_mode_is_online_only_with_an_api_key(tmp_path, monkeypatch):
 
 def test_read_offline_run_without_a_run_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="no offline W&B run"):
-        tracking.read_offline_run(tmp_path)
+        read_offline_run(tmp_path)

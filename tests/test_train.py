@@ -27,7 +27,7 @@ from fer_keras.export import load_keras_model
 from fer_keras.losses import build_loss
 from fer_keras.models import default_hparams
 from fer_keras.optim import OPTIMIZERS, LinearWarmup, build_optimizer, learning_rate, schedule_callbacks
-from fer_keras.tracking import read_offline_run
+from fer_keras.wandb_offline import read_offline_run
 from fer_keras.train import main, overfit_config, parse_args, train
 
 REPO = Path(__file__).resolve().parent.parent

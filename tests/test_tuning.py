@@ -13,7 +13,7 @@ import keras_tuner as kt
 import pytest
 
 from fer_keras import config as config_lib
-from fer_keras import tracking
+from fer_keras.wandb_offline import read_offline_run
 from fer_keras import train as train_cli
 from fer_keras.data import default_data, load_fer2013
 from fer_keras.errors import FerError
@@ -209,7 +209,7 @@ def test_best_config_retrains_with_fer_keras_train(hyperband_search, tmp_path):
 def test_each_trial_is_one_wandb_run_in_the_search_group(hyperband_search):
     for trial_id, trial in load_trials(hyperband_search).items():
         trial_dir = hyperband_search / f"trial_{trial_id}"
-        run = tracking.read_offline_run(trial_dir)
+        run = read_offline_run(trial_dir)
         values = trial.hyperparameters.values
         assert run["id"] == run["name"] == f"hb-{trial_id}" and run["group"] == "hb"
         assert run["config"]["tuning"]["hyperparameters"] == values
@@ -285,6 +285,6 @@ def test_distributed_search_with_a_chief_and_two_workers(tmp_path):
     for trial_id in trials:
         ran_on = json.loads((search_dir / f"trial_{trial_id}" / RUN_FILE).read_text())["tuner_id"]
         assert trial_id in claimed[ran_on]
-        run = tracking.read_offline_run(search_dir / f"trial_{trial_id}")
+        run = read_offline_run(search_dir / f"trial_{trial_id}")
         assert run["group"] == "dist" and run["config"]["tuning"]["tuner_id"] == ran_on
     assert len(_summary(search_dir)) == 4 and (search_dir / "best_config.json").exists()

@@ -1,8 +1,9 @@
 """Decode cache keyed on a file's content (SHA-256 of its bytes), under `fer_keras.paths.cache_dir()`.
 
 An entry is `<key>.images.npy` (uncompressed, so a warm load is one read) plus `<key>.meta.npz`
-(labels, Usage, skipped rows), each written atomically, the meta file last: an entry without its
-meta file is ignored. Editing the file changes its key, so a changed file is always re-read.
+(labels, Usage, file lines, bad rows), each written atomically, the meta file last: an entry
+without its meta file is ignored. Editing the file changes its key, so a changed file is always
+re-read.
 """
 
 import hashlib
@@ -14,7 +15,7 @@ import numpy as np
 from fer_keras.io import atomic_path
 from fer_keras.paths import cache_dir
 
-FORMAT = 1  # bump when the decoded arrays change meaning, to retire old entries
+FORMAT = 2  # bump when the decoded arrays change meaning, to retire old entries
 
 
 def file_key(path):

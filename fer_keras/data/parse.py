@@ -21,11 +21,13 @@ _USAGE_CODES = {name.encode(): code for code, name in enumerate(USAGES)}
 
 @dataclass
 class Block:
-    """Decoded good rows of a block; `problems` lists `(line index in block, reason, detail)` of bad rows."""
+    """Decoded good rows of a block and their line indices in it; `problems` lists
+    `(line index in block, reason, detail)` of bad rows."""
 
     pixels: np.ndarray
     labels: np.ndarray | None
     usage: np.ndarray | None
+    lines: np.ndarray
     problems: list
     n_lines: int
 
@@ -50,6 +52,7 @@ def parse_block(block, layout):
         pixels=pixels[good],
         labels=None if labels is None else labels[good],
         usage=None if usage is None else usage[good],
+        lines=lines[good],
         problems=sorted(problems),
         n_lines=n_lines,
     )

@@ -16,7 +16,7 @@ from isal.igzip_lib import IsalError
 
 from fer_keras.constants import IMAGE_SHAPE
 from fer_keras.data import cache
-from fer_keras.data.ferdata import USAGES, FERData
+from fer_keras.data.ferdata import USAGES, FERData, Problem
 from fer_keras.data.layout import parse_header
 from fer_keras.data.parse import PAD, parse_block
 from fer_keras.data.progress import ByteBar
@@ -32,25 +32,27 @@ def load_fer2013(path, skip_bad=False):
     """Decode a FER2013 CSV (any layout, plain or gzip) into a `FERData`.
 
     Bad rows raise `DataError` naming the file, the line and what is wrong; with `skip_bad=True`
-    they are dropped instead, counted by reason in `.skipped`, and a warning line is printed.
+    they are dropped instead, listed in `.problems` (counted by reason in `.skipped`), and a warning
+    line is printed. `.lines` gives the file line of every row kept.
     The result is cached by file content under `fer_keras.paths.cache_dir()`.
     """
     path = Path(path).expanduser()
     key = cache.file_key(path)
     hit = cache.load(key)
     if hit is None:
-        data, first_problem = _read(path)
-        cache.save(key, data.images, _meta(data, first_problem))
+        data = _read(path)
+        cache.save(key, data.images, _meta(data))
     else:
-        data, first_problem = _from_cache(path, *hit)
-    return _check_bad_rows(data, first_problem, skip_bad)
+        data = _from_cache(path, *hit)
+    return _check_bad_rows(data, skip_bad)
 
 
-def _check_bad_rows(data, first_problem, skip_bad):
+def _check_bad_rows(data, skip_bad):
     """Raise for bad rows unless skipping; when skipping, say how many went and why."""
-    n_bad = sum(data.skipped.values())
+    n_bad = len(data.problems)
     if not n_bad:
         return data
+    first_problem = f"line {data.problems[0].line}: {data.problems[0].detail}"
     if not skip_bad:
         raise DataError(f"{data.path}: {first_problem} ({n_bad} bad row{'s' * (n_bad > 1)} in all; "
                         "skip_bad=True skips bad rows)")
@@ -61,12 +63,13 @@ def _check_bad_rows(data, first_problem, skip_bad):
     return data
 
 
-def _meta(data, first_problem):
+def _meta(data):
     """The small arrays stored beside the cached images."""
     meta = {
-        "skipped_reasons": np.array(list(data.skipped), str),
-        "skipped_counts": np.array(list(data.skipped.values()), np.int64),
-        "first_problem": np.array(first_problem or ""),
+        "lines": data.lines,
+        "problem_lines": np.array([p.line for p in data.problems], np.int64),
+        "problem_reasons": np.array([p.reason for p in data.problems], str),
+        "problem_details": np.array([p.detail for p in data.problems], str),
     }
     if data.labels is not None:
         meta["labels"] = data.labels
@@ -76,13 +79,13 @@ def _meta(data, first_problem):
 
 
 def _from_cache(path, images, meta):
-    skipped = dict(zip(meta["skipped_reasons"].tolist(), meta["skipped_counts"].tolist()))
-    data = FERData(images, meta.get("labels"), meta.get("usage"), str(path), skipped)
-    return data, str(meta["first_problem"]) or None
+    problems = map(Problem, meta["problem_lines"].tolist(), meta["problem_reasons"].tolist(),
+                   meta["problem_details"].tolist())
+    return FERData(images, meta.get("labels"), meta.get("usage"), str(path), meta["lines"], list(problems))
 
 
 def _read(path):
-    """Decode the whole file: `(FERData with every good row, first problem or None)`."""
+    """Decode the whole file into a `FERData` with every good row and the problems of the bad ones."""
     size = path.stat().st_size
     if size == 0:
         raise DataError(f"{path}: file is empty")
@@ -161,18 +164,14 @@ def _read_into(stream, view):
 
 
 def _assemble(path, layout, blocks):
-    """One `FERData` from the decoded blocks, and the first problem as `line N: detail`."""
-    skipped = collections.Counter()
-    first_problem = None
-    first_line = 2
-    for block in blocks:
-        for line, reason, detail in block.problems:
-            skipped[reason] += 1
-            first_problem = first_problem or f"line {first_line + line}: {detail}"
-        first_line += block.n_lines
-    if not sum(skipped.values()) + sum(len(b.pixels) for b in blocks):
+    """One `FERData` from the decoded blocks, block line indices turned into file lines."""
+    if not sum(len(b.lines) + len(b.problems) for b in blocks):
         raise DataError(f"{path}: line 2: no data rows after the header")
+    first_lines = 2 + np.cumsum([0] + [b.n_lines for b in blocks[:-1]])
+    problems = [Problem(int(first + line), reason, detail)
+                for b, first in zip(blocks, first_lines) for line, reason, detail in b.problems]
+    lines = np.concatenate([b.lines + first for b, first in zip(blocks, first_lines)])
     images = np.concatenate([b.pixels for b in blocks]).reshape(-1, *IMAGE_SHAPE)
     labels = np.concatenate([b.labels for b in blocks]) if layout.emotion is not None else None
     usage = np.array(USAGES)[np.concatenate([b.usage for b in blocks])] if layout.usage is not None else None
-    return FERData(images, labels, usage, str(path), dict(skipped)), first_problem
+    return FERData(images, labels, usage, str(path), lines, problems)
