@@ -59,7 +59,7 @@ def train(cfg, verbose=None):
     check_even_batches(strategy, cfg["batch_size"], {k: len(splits[k]) for k in ("train", "val")})
     train_ds, val_ds, fit_kwargs = training.make_datasets(cfg, splits)
     with strategy.scope():
-        model = training.build_compiled_model(cfg, training.steps_per_epoch(train_ds), splits["train"].labels)
+        model = training.build_compiled_model(cfg, training.steps_per_epoch(cfg, splits), splits["train"].labels)
 
     run = tracking.start_run(cfg, run_dir)
     exit_code = 1

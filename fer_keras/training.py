@@ -1,6 +1,8 @@
 """The reusable pieces of a training run (data, pipelines, compiled model), shared by
 `fer_keras.train` and `tuning/` so there is a single training path."""
 
+import math
+
 import keras
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -60,9 +62,10 @@ def make_datasets(cfg, splits):
     return train_ds, val_ds, {"epochs": cfg["epochs"], "shuffle": False}  # the pipeline shuffles
 
 
-def steps_per_epoch(train_ds):
-    """Batches in one epoch of a training pipeline from `make_datasets`."""
-    return int(train_ds.cardinality())
+def steps_per_epoch(cfg, splits):
+    """Batches in one training epoch: ceil(N / batch_size) in every sampling mode, so the
+    schedule is known without building the pipeline."""
+    return math.ceil(len(splits["train"]) / cfg["batch_size"])
 
 
 def build_compiled_model(cfg, steps_per_epoch, train_labels=None):

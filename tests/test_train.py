@@ -323,7 +323,8 @@ def test_sample_weights_follow_class_weights(tmp_path):
     weights = class_weights(splits["train"].labels)
     np.testing.assert_allclose(w.numpy(), [weights[c] for c in y.numpy().argmax(1)], rtol=1e-6)
     assert fit_kwargs == {"epochs": 1, "shuffle": False}
-    assert training.steps_per_epoch(train_ds) == int(np.ceil(len(splits["train"]) / 32))
+    steps = training.steps_per_epoch(cfg, splits)
+    assert int(train_ds.cardinality()) == steps == int(np.ceil(len(splits["train"]) / 32))
 
 
 def test_nan_loss_stops_with_a_clear_error(tmp_path, capsys):
@@ -345,7 +346,7 @@ def test_nan_epoch_keeps_last_good_checkpoint(tmp_path):
     out = Path(cfg["out"])
     splits = training.load_splits(cfg)
     train_ds, val_ds, _ = training.make_datasets(cfg, splits)
-    model = training.build_compiled_model(cfg, training.steps_per_epoch(train_ds))
+    model = training.build_compiled_model(cfg, training.steps_per_epoch(cfg, splits))
     fit = {"validation_data": val_ds, "shuffle": False, "verbose": 0}
     model.fit(train_ds, epochs=1, callbacks=training_callbacks(cfg, out), **fit)
     good = (out / "model.keras").read_bytes()
@@ -449,7 +450,7 @@ cfg = resolve_config({"model": "tiny_cnn", "limit": 128, "epochs": 1, "batch_siz
 splits = training.load_splits(cfg)
 train_ds, val_ds, fit_kwargs = training.make_datasets(cfg, splits)
 with strategy.scope():
-    model = training.build_compiled_model(cfg, training.steps_per_epoch(train_ds))
+    model = training.build_compiled_model(cfg, training.steps_per_epoch(cfg, splits))
 model.fit(train_ds, validation_data=val_ds, verbose=0, **fit_kwargs)
 print("MULTI_WORKER_FIT_OK")
 """

@@ -46,8 +46,8 @@ class FerHyperModel(kt.HyperModel):
     def build(self, hp):
         cfg = self.trial_config(hp)
         keras.utils.set_random_seed(cfg["seed"])
-        train_ds, _, _ = training.make_datasets(cfg, self.splits)
-        return training.build_compiled_model(cfg, training.steps_per_epoch(train_ds), self.splits["train"].labels)
+        steps = training.steps_per_epoch(cfg, self.splits)
+        return training.build_compiled_model(cfg, steps, self.splits["train"].labels)
 
     def fit(self, hp, model, *args, **kwargs):
         """Fit on the trial's own pipelines (batch size and augmentation are hyperparameters)."""
