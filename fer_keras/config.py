@@ -296,17 +296,16 @@ def validate(cfg):
 
 def _check_model(name, model_args):
     """The model is registered and takes every builder argument given."""
-    from fer_keras.models import default_hparams, list_models
+    from fer_keras.models.registry import check_hparams, get_builder
 
-    if name not in list_models():
-        known = ", ".join(list_models())
-        raise FerError(f"config key 'model': unknown model {name!r}; known models: {known}")
-    unknown = sorted(set(model_args) - set(default_hparams(name)))
-    if unknown:
-        raise FerError(
-            f"config key 'model_args': model {name!r} has no hyperparameter {', '.join(unknown)}; "
-            f"it takes: {', '.join(sorted(default_hparams(name)))}"
-        )
+    try:
+        get_builder(name)
+    except ValueError as exc:
+        raise FerError(f"config key 'model': {exc}") from None
+    try:
+        check_hparams(name, model_args)
+    except ValueError as exc:
+        raise FerError(f"config key 'model_args': {exc}") from None
 
 
 def _check_focal_alpha(value):

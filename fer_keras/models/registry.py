@@ -31,8 +31,13 @@ def build_model(name, **hparams):
 
     An option the builder does not take raises a ValueError naming the accepted ones.
     """
-    builder = get_builder(name)
     hparams = {k: v for k, v in hparams.items() if v is not None}
+    check_hparams(name, hparams)
+    return get_builder(name)(**hparams)
+
+
+def check_hparams(name, hparams):
+    """Raise a ValueError naming any of `hparams` that builder `name` does not take."""
     accepted = default_hparams(name)
     unknown = sorted(set(hparams) - set(accepted))
     if unknown:
@@ -40,7 +45,6 @@ def build_model(name, **hparams):
             f"model {name!r} has no hyperparameter {', '.join(unknown)}; "
             f"it takes: {', '.join(sorted(accepted)) or 'none'}"
         )
-    return builder(**hparams)
 
 
 def default_hparams(name):
