@@ -95,7 +95,7 @@ HELP = {
     "early_stopping": "stop after this many epochs without val_accuracy gain (null = off)",
     "precision": "dtype policy",
     "seed": "seed of every random thing (weights, shuffling, augmentation, splits)",
-    "strategy": "tf.distribute strategy (multi_worker is refused: it fails inside Keras 3.15)",
+    "strategy": "tf.distribute strategy: one device, all local GPUs (mirrored), or the TF_CONFIG cluster (multi_worker)",
     "wandb": "W&B mode (auto: online if an API key is configured, else offline)",
     "wandb_project": "W&B project",
     "group": "W&B group",

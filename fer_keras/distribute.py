@@ -1,24 +1,16 @@
-"""`tf.distribute` strategies for training: one device or all local devices (multi-worker is refused).
+"""`tf.distribute` strategies for training: one device, all local devices, or several machines.
 
 Create the strategy before anything else touches TensorFlow: `mirrored` on a machine without a
-GPU splits the CPU into two logical devices, which TensorFlow allows only before it starts.
+GPU splits the CPU into two logical devices, and `multi_worker` configures collective ops, both of
+which TensorFlow allows only before it starts.
 """
 
 import tensorflow as tf
 
+from fer_keras import multi_worker
 from fer_keras.errors import FerError
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
-
-# Checked with two worker processes on 127.0.0.1 (tests/test_train.py keeps checking it).
-MULTI_WORKER_UNSUPPORTED = (
-    "strategy 'multi_worker' is not supported with Keras 3.15: Model.fit fails under "
-    "tf.distribute.MultiWorkerMirroredStrategy before the first step (it reduces the first batch as "
-    "a nested structure: 'Attempt to convert a value (PerReplica...) to a Tensor'; and the train step "
-    "then reduces scalar metrics along axis 0), an open upstream bug: "
-    "https://github.com/keras-team/keras/issues/20585. Use 'mirrored' for all GPUs of one machine, "
-    "or KerasTuner's distributed mode (tuning/) to spread trials over machines"
-)
 
 
 def get_strategy(name="default"):
@@ -27,7 +19,8 @@ def get_strategy(name="default"):
     - default: the current (single-device) strategy;
     - mirrored: `MirroredStrategy` over every local GPU, or over two logical CPUs on a machine
       without GPU (the same code path, so it is tested on a CPU-only machine);
-    - multi_worker: refused with an explanation (see MULTI_WORKER_UNSUPPORTED).
+    - multi_worker: `MultiWorkerMirroredStrategy` over the cluster in `TF_CONFIG` (one process per
+      worker, each started with the same command); see `fer_keras.multi_worker`.
     """
     if name == "default":
         return tf.distribute.get_strategy()
@@ -36,7 +29,7 @@ def get_strategy(name="default"):
             return tf.distribute.MirroredStrategy()  # every local GPU
         return tf.distribute.MirroredStrategy(_logical_cpus(2))
     if name == "multi_worker":
-        raise FerError(MULTI_WORKER_UNSUPPORTED)
+        return multi_worker.strategy()
     raise FerError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
 
 

@@ -2,7 +2,8 @@
 
 `python -m fer_keras.train [--recipe NAME] [--config FILE] [--data PATH] [--model NAME]
 [--set KEY=VALUE ...] [--epochs N] [--out DIR] ...`: every config key has a flag (`--help`).
-Running the same command again with the same `--out` resumes an interrupted run. Exit status: 0,
+Running the same command again with the same `--out` resumes an interrupted run. With
+`--strategy multi_worker` every worker runs the same command (its `TF_CONFIG` differs). Exit status: 0,
 2 for a user error (bad config, data, NaN loss), 1 when `--overfit-check` stays below 100%.
 """
 
@@ -18,7 +19,7 @@ import keras
 
 from fer_keras import callbacks as cb
 from fer_keras import config as config_lib
-from fer_keras import tracking, training
+from fer_keras import multi_worker, tracking, training
 from fer_keras.cli import user_errors
 from fer_keras.distribute import check_even_batches, get_strategy
 from fer_keras.errors import FerError
@@ -40,10 +41,16 @@ def train(cfg, verbose=None):
     if cfg["overfit_check"]:
         cfg = overfit_config(cfg)
     strategy = get_strategy(cfg["strategy"])  # before any other TensorFlow work (device setup)
+    chief, task = multi_worker.role(strategy)
     if cfg["strategy"] != "default":
-        print(f"strategy: {type(strategy).__name__} with {strategy.num_replicas_in_sync} replicas")
+        where = f"; this process is {task}{' (chief)' if chief else ''}" if task else ""
+        print(f"strategy: {cfg['strategy']} ({type(strategy).__name__}) with "
+              f"{strategy.num_replicas_in_sync} replicas{where}")
     keras.utils.set_random_seed(cfg["seed"])
     run_dir = Path(cfg["out"] or f"runs/{cfg['model']}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if not chief:  # the chief owns the run folder, W&B and the export; other workers keep their own
+        run_dir = run_dir / task
+        cfg.update(wandb="disabled", export=False)
     cfg["out"] = str(run_dir)
     finished = _finished_run(run_dir, cfg)
     if finished is not None:

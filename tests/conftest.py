@@ -2,6 +2,7 @@
 
 import os
 import random
+import socket
 
 import numpy as np
 import pytest
@@ -38,3 +39,19 @@ def real_fer2013():
     if path is None:
         pytest.skip("real FER2013 absent: set FER2013_CSV or put fer2013.csv.gz in ../shared/data")
     return path
+
+
+@pytest.fixture
+def free_ports():
+    """A function giving `n` distinct TCP ports on 127.0.0.1, free a moment ago (local clusters)."""
+
+    def ports(n):
+        sockets = [socket.socket() for _ in range(n)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        found = [s.getsockname()[1] for s in sockets]
+        for s in sockets:
+            s.close()
+        return found
+
+    return ports

@@ -5,7 +5,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from fer_keras import training
 from fer_keras.callbacks import read_history, training_callbacks
 from fer_keras.config import coerce, load_recipe, parse_assignments, resolve_config
 from fer_keras.constants import NUM_CLASSES
+from fer_keras.data import default_data, load_fer2013
 from fer_keras.errors import FerError
 from fer_keras.export import load_keras_model
 from fer_keras.losses import build_loss
@@ -425,23 +425,126 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
                "--batch-size", "32", "--wandb", "disabled", "--no-export", "--out", str(out))
     proc = subprocess.run(args, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "MirroredStrategy with 2 replicas" in proc.stdout
+    assert "strategy: mirrored (MirroredStrategy) with 2 replicas\n" in proc.stdout
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 1
 
 
-def test_multi_worker_is_refused_with_the_reason(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "tf_config, message",
+    [
+        (None, "strategy 'multi_worker' needs TF_CONFIG to describe the cluster"),
+        ("{cluster", "TF_CONFIG is not valid JSON"),
+        ('{"task": {"type": "worker", "index": 0}}', "TF_CONFIG has no 'cluster'"),
+        ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "chief", "index": 0}}',
+         r"TF_CONFIG 'task' must name a task type of its cluster \(worker\)"),
+        ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 1}}',
+         "TF_CONFIG task index 1 is not one of the 1 'worker' addresses"),
+        # A valid cluster, but this process started TensorFlow long ago (collectives are set at startup).
+        ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}}',
+         "must be created before any TensorFlow work"),
+    ],
+)
+def test_multi_worker_refuses_a_bad_cluster_with_one_line(tmp_path, capsys, monkeypatch, tf_config, message):
+    tf.config.list_logical_devices("CPU")  # TensorFlow has started in this process, whatever ran before
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_info:
         main(["--strategy", "multi_worker", "--wandb", "disabled", "--out", str(out)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "strategy 'multi_worker' is not supported" in err and "keras-team/keras/issues/20585" in err
+    assert re.search(message, err) and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
 
 
-# One worker of a two-process MultiWorkerMirroredStrategy cluster, training through the package's
-# own pieces. If this ever prints MULTI_WORKER_FIT_OK, Keras has fixed the bug: enable the strategy.
-MULTI_WORKER_SCRIPT = """
+def run_cluster(args, ports, logs, timeout=240, kill_when=None):
+    """Run `args` as every worker of a cluster on 127.0.0.1 (one per port, output to files in
+    `logs`); return each worker's (returncode, output). With `kill_when`, SIGKILL every worker
+    once it returns true."""
+    load_fer2013(default_data())  # decode cache ready before the workers read it
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    paths = [logs / f"worker-{i}-{ports[0]}.log" for i in range(len(ports))]
+    procs = []
+    for i, path in enumerate(paths):
+        with open(path, "w") as log:
+            tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+            procs.append(subprocess.Popen(args, env={**cli_env(), "TF_CONFIG": tf_config},
+                                          stdout=log, stderr=subprocess.STDOUT))
+    deadline = time.time() + timeout
+    try:
+        while kill_when is not None and time.time() < deadline:
+            ended = [path for p, path in zip(procs, paths) if p.poll() is not None]
+            assert not ended, f"a worker ended before the cluster was killed: {ended[0].read_text()[-3000:]}"
+            if kill_when():
+                for p in procs:
+                    p.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        codes = []
+        for p in procs:
+            try:
+                codes.append(p.wait(timeout=max(1, deadline - time.time())))
+            except subprocess.TimeoutExpired:
+                codes.append(None)  # hung: killed below
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return [(code, path.read_text()) for code, path in zip(codes, paths)]
+
+
+@pytest.mark.slow
+def test_multi_worker_training_with_two_workers_resumes_after_a_kill(tmp_path, free_ports):
+    out, worker = tmp_path / "run", tmp_path / "run" / "worker-1"
+    args = cli("--strategy", "multi_worker", "--model", "tiny_cnn", "--limit", "1000", "--epochs", "4",
+               "--batch-size", "16", "--wandb", "offline", "--out", str(out))
+
+    # Kill the whole cluster in its second epoch, then run the same commands again.
+    def both_did_an_epoch():
+        if all(read_history(d / "history.csv")[1] for d in (out, worker)):
+            time.sleep(0.5)  # both backups land before the next epoch's first all-reduce
+            return True
+        return False
+
+    run_cluster(args, free_ports(2), tmp_path, kill_when=both_did_an_epoch)
+    resume_at = json.loads((out / "backup" / "training_metadata.json").read_text())["epoch"]
+    assert 1 <= resume_at < 4
+    (chief_rc, chief_log), (worker_rc, worker_log) = run_cluster(args, free_ports(2), tmp_path)
+    assert chief_rc == 0, chief_log[-3000:]
+    assert worker_rc == 0, worker_log[-3000:]
+    assert "with 2 replicas; this process is worker-0 (chief)" in chief_log
+    assert "this process is worker-1\n" in worker_log
+    for log in (chief_log, worker_log):
+        assert re.search(r"^Epoch (\d+)/4", log, re.MULTILINE).group(1) == str(resume_at + 1)
+
+    # The chief owns the run folder (W&B, export); worker 1 keeps its own inside it.
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 4 and (out / "savedmodel" / "saved_model.pb").exists()
+    assert (worker / "metrics.json").exists()
+    assert not (worker / "savedmodel").exists() and not (worker / "wandb").exists()
+    assert json.loads((worker / "config.json").read_text())["wandb"] == "disabled"
+
+    # One synchronous training: the same metrics every epoch, and the same final weights.
+    chief_rows, worker_rows = read_history(out / "history.csv")[1], read_history(worker / "history.csv")[1]
+    assert [int(r["epoch"]) for r in chief_rows] == list(range(4))
+    for key in ("loss", "accuracy", "val_accuracy"):
+        assert [r[key] for r in chief_rows] == [r[key] for r in worker_rows], key
+    for a, b in zip(load_keras_model(out / "model.keras").get_weights(),
+                    load_keras_model(worker / "model.keras").get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert float(chief_rows[-1]["loss"]) < float(chief_rows[0]["loss"])
+
+    # W&B (the chief's run, resumed): the epochs after the kill, as in history.csv.
+    logged = [h["epoch/loss"] for h in read_offline_run(out)["history"] if "epoch/loss" in h]
+    assert logged[-(4 - resume_at):] == pytest.approx([float(r["loss"]) for r in chief_rows[resume_at:]])
+
+
+# Keras `fit` under MultiWorkerMirroredStrategy without fer_keras.multi_worker's fix. If this ever
+# prints MULTI_WORKER_FIT_OK, Keras has fixed keras-team/keras#20585: drop the fix.
+UNFIXED_MULTI_WORKER_SCRIPT = """
 import tensorflow as tf
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 from fer_keras import training
@@ -456,34 +559,9 @@ print("MULTI_WORKER_FIT_OK")
 """
 
 
-def free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.mark.slow
-def test_multi_worker_fit_still_fails_in_keras(tmp_path):
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", MULTI_WORKER_SCRIPT],
-            env={**cli_env(),
-                 "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        for i in range(2)
-    ]
-    outputs = []
-    for proc in procs:
-        try:
-            outputs.append(proc.communicate(timeout=180)[0])
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            outputs.append(proc.communicate()[0])
-    assert not any("MULTI_WORKER_FIT_OK" in out for out in outputs), "Keras fixed multi-worker fit: enable it"
+def test_keras_fit_still_needs_the_multi_worker_fix(tmp_path, free_ports):
+    script = [sys.executable, "-c", UNFIXED_MULTI_WORKER_SCRIPT]
+    outputs = [log for _, log in run_cluster(script, free_ports(2), tmp_path, timeout=180)]
+    assert not any("MULTI_WORKER_FIT_OK" in out for out in outputs), "Keras fixed multi-worker fit: drop the fix"
     assert any("Attempt to convert a value (PerReplica" in out for out in outputs), outputs[0][-3000:]

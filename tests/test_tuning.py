@@ -4,7 +4,6 @@ resume, one W&B run per trial) and a distributed search with a chief and two wor
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -119,6 +118,7 @@ def test_saved_space_round_trips():
     (["--max-trials", "3"], "--max-trials is for random and bayesian"),
     (["--only", "momentum"], "cannot search momentum"),
     (["--set", "learning_rate=-1"], "learning_rate"),
+    (["--set", "strategy=multi_worker"], "strategy 'multi_worker' cannot train single trials"),
 ])
 def test_cli_reports_user_errors(tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit) as exit_info:
@@ -243,16 +243,10 @@ def test_rerun_resumes_without_redoing_trials(hyperband_search, capsys):
 # --- distributed: a chief and two workers on 127.0.0.1 -------------------------------------------
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_distributed_search_with_a_chief_and_two_workers(tmp_path):
+def test_distributed_search_with_a_chief_and_two_workers(tmp_path, free_ports):
     load_fer2013(default_data())  # decode cache ready before three processes read it
-    out, port = tmp_path / "searches", _free_port()
+    out, (port,) = tmp_path / "searches", free_ports(1)
     command = [sys.executable, "-m", "tuning.search", *TINY, "--tuner", "random", "--max-trials", "4",
                "--max-epochs", "2", "--only", "learning_rate", "--out", str(out), "--name", "dist"]
     env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port),

@@ -21,6 +21,7 @@ from tuning.spaces import SearchSpace
 from tuning.summary import STATE_FILE, write_summary
 from tuning.tuner import OBJECTIVES, TUNERS, FerHyperModel, make_tuner
 
+TRIAL_STRATEGIES = tuple(s for s in STRATEGIES if s != "multi_worker")  # one process per trial
 # Base-config keys that may change when a search is resumed (they do not change results).
 RESUMABLE_CHANGES = ("wandb", "wandb_project", "tags", "name", "out", "group", "strategy")
 DEFAULT_MAX_TRIALS = 10
@@ -56,7 +57,7 @@ def build_parser():
     parser.add_argument("--data", help="FER2013 CSV (default: the embedded synthetic data)")
     parser.add_argument("--limit", type=int, metavar="N", help="use only N rows (stratified sample)")
     parser.add_argument("--precision", choices=config_lib.SPECS["precision"].choices)
-    parser.add_argument("--strategy", choices=STRATEGIES, help="tf.distribute strategy inside each trial")
+    parser.add_argument("--strategy", choices=TRIAL_STRATEGIES, help="tf.distribute strategy inside each trial")
     parser.add_argument("--wandb", choices=config_lib.SPECS["wandb"].choices, help="W&B mode of the trials' runs")
     parser.add_argument("--wandb-project")
     parser.add_argument("--seed", type=int, help="seed of the search and of every trial")
@@ -142,6 +143,9 @@ def run_search(args):
     check_args(args)
     role = distributed.role()
     base = base_config(args)
+    if base["strategy"] not in TRIAL_STRATEGIES:
+        raise FerError("strategy 'multi_worker' cannot train single trials: KerasTuner gives each process "
+                       "its own trials; spread trials over machines with KERASTUNER_* (see tuning/distributed.py)")
     space = SearchSpace(base, models=args.model or None, only=args.only)
     state = search_state(args, space)
     if args.dry_run:
