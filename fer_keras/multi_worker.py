@@ -13,6 +13,7 @@ import functools
 import json
 import os
 
+import keras
 import tensorflow as tf
 from keras import tree
 from keras.src.backend.tensorflow import trainer as tf_trainer
@@ -69,6 +70,25 @@ def role(strategy):
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and not has_chief)
     return chief, f"{task_type}-{task_id}"
+
+
+class SameResumeEpoch(keras.callbacks.Callback):
+    """Stop before the first step where the workers would resume from different epochs (a worker's
+    backup lost, or a kill while the backups were being written): their collective ops would wait on
+    each other for ever. Goes after `BackupAndRestore`, which sets the epoch to resume from."""
+
+    def on_train_begin(self, logs=None):
+        strategy = self.model.distribute_strategy
+        if not _in_multi_worker(strategy):
+            return
+        mine = tf.constant([self.model._initial_epoch or 0], tf.int64)
+        epochs = strategy.gather(mine, axis=0).numpy().tolist()  # in worker order
+        if len(set(epochs)) > 1:
+            found = ", ".join(f"worker {i}: epoch {e + 1}" for i, e in enumerate(epochs))
+            raise FerError(
+                f"the workers would resume from different epochs ({found}): their backups do not "
+                "match; delete every worker's backup folder to train again from the start"
+            )
 
 
 def _in_multi_worker(strategy):

@@ -72,6 +72,8 @@ def train(cfg, verbose=None):
     exit_code = 1
     try:
         callbacks = cb.training_callbacks(cfg, run_dir) + schedule_callbacks(cfg)
+        if cfg["strategy"] == "multi_worker":
+            callbacks.append(multi_worker.SameResumeEpoch())
         logger = tracking.metrics_logger(run)
         if logger is not None:
             callbacks.append(logger)

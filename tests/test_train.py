@@ -512,6 +512,14 @@ def test_multi_worker_training_with_two_workers_resumes_after_a_kill(tmp_path, f
     run_cluster(args, free_ports(2), tmp_path, kill_when=both_did_an_epoch)
     resume_at = json.loads((out / "backup" / "training_metadata.json").read_text())["epoch"]
     assert 1 <= resume_at < 4
+
+    # Without worker 1's backup the workers disagree on where to resume: both stop, and say why.
+    (worker / "backup").rename(tmp_path / "kept")
+    for code, log in run_cluster(args, free_ports(2), tmp_path):
+        assert code == 2, log[-3000:]
+        assert f"error: the workers would resume from different epochs (worker 0: epoch {resume_at + 1}, " \
+               "worker 1: epoch 1)" in log
+    (tmp_path / "kept").rename(worker / "backup")
     (chief_rc, chief_log), (worker_rc, worker_log) = run_cluster(args, free_ports(2), tmp_path)
     assert chief_rc == 0, chief_log[-3000:]
     assert worker_rc == 0, worker_log[-3000:]
