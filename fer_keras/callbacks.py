@@ -14,10 +14,10 @@ from pathlib import Path
 import keras
 
 from fer_keras.io import atomic_path
+from fer_keras.saving import MODEL_FILE
 
 MONITOR = "val_accuracy"
 HISTORY_FILE = "history.csv"
-MODEL_FILE = "model.keras"
 BACKUP_DIR = "backup"
 
 

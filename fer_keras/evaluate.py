@@ -13,7 +13,7 @@ from scipy.special import softmax
 from fer_keras.cli import user_errors
 from fer_keras.data import default_data, load_fer2013, split_data
 from fer_keras.errors import FerError
-from fer_keras.export import load_keras_model, resolve_model_file
+from fer_keras.saving import load_keras_model, resolve_model_file
 from fer_keras.io import write_json, write_text
 from fer_keras.metrics import compute_metrics, train_val_gap
 from fer_keras.plots import plot_confusion_matrix

@@ -15,7 +15,7 @@ from fer_keras.cli import user_errors
 from fer_keras.constants import CLASS_NAMES, IMAGE_SIZE
 from fer_keras.data import default_data, load_fer2013
 from fer_keras.errors import FerError
-from fer_keras.export import load_keras_model
+from fer_keras.saving import load_keras_model
 from fer_keras.io import atomic_path
 
 # Layers that only resample or regularise a feature map: Grad-CAM looks at the map before them.

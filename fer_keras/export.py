@@ -14,38 +14,12 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-import fer_keras.models  # noqa: F401  (registers the zoo's custom layers for loading .keras files)
 from fer_keras import __version__
 from fer_keras.cli import user_errors
 from fer_keras.constants import CLASS_NAMES, IMAGE_SHAPE, NUM_PIXELS
-from fer_keras.errors import FerError
+from fer_keras.saving import load_keras_model, resolve_model_file
 
 METADATA_FILE = "fer_keras.json"
-RUN_MODEL_FILE = "model.keras"
-
-
-def resolve_model_file(path):
-    """The `.keras` file named by `path`: the file itself or a run folder's `model.keras`."""
-    path = Path(path)
-    if path.is_dir():
-        if is_savedmodel(path):
-            raise FerError(f"{path} is a SavedModel; this needs the Keras model (.keras file or run folder)")
-        path = path / RUN_MODEL_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"no model at {path}")
-    if path.suffix != ".keras":
-        raise FerError(f"{path}: expected a .keras file or a run folder holding {RUN_MODEL_FILE}")
-    return path
-
-
-def load_keras_model(path):
-    """Load a `.keras` model (or a run folder's); importing fer_keras.models registered its custom layers."""
-    return keras.saving.load_model(resolve_model_file(path), compile=False)
-
-
-def is_savedmodel(path):
-    """Whether `path` is a SavedModel folder."""
-    return (Path(path) / "saved_model.pb").exists()
 
 
 def decode_pixels(pixels):

@@ -26,7 +26,7 @@ from fer_keras.cli import user_errors
 from fer_keras.constants import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
 from fer_keras.data import load_fer2013
 from fer_keras.errors import FerError
-from fer_keras.export import is_savedmodel, load_keras_model
+from fer_keras.saving import is_savedmodel, load_keras_model
 from fer_keras.io import atomic_path
 
 

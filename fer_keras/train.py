@@ -24,11 +24,12 @@ from fer_keras.cli import user_errors
 from fer_keras.distribute import check_even_batches, get_strategy
 from fer_keras.errors import FerError
 from fer_keras.evaluate import evaluate_model, write_evaluation
-from fer_keras.export import export_savedmodel, load_keras_model
+from fer_keras.export import export_savedmodel
 from fer_keras.io import write_json
 from fer_keras.models import default_hparams
 from fer_keras.optim import schedule_callbacks
 from fer_keras.plots import plot_history
+from fer_keras.saving import MODEL_FILE, load_keras_model
 
 TRACKING_KEYS = ("wandb", "wandb_project", "group", "tags", "name")  # may change on resume
 SAVEDMODEL_DIR = "savedmodel"
@@ -140,7 +141,7 @@ def _stop_if_diverged(history, run_dir, cfg):
     if not losses or math.isfinite(losses[-1]):
         return
     shutil.rmtree(run_dir / cb.BACKUP_DIR, ignore_errors=True)
-    model_path = run_dir / cb.MODEL_FILE
+    model_path = run_dir / MODEL_FILE
     kept = (
         f"the last good checkpoint is kept at {model_path}"
         if model_path.exists()
@@ -156,7 +157,7 @@ def _evaluate(cfg, run_dir, splits, run, verbose):
     """Evaluate the best checkpoint on every split and write metrics.json, the report, the plots,
     the W&B summary and (unless `export` is off) the SavedModel."""
     start = time.perf_counter()
-    model_path = run_dir / cb.MODEL_FILE
+    model_path = run_dir / MODEL_FILE
     model = load_keras_model(model_path)
     results = evaluate_model(model, splits, batch_size=max(256, cfg["batch_size"]), verbose=verbose)
     _, rows = cb.read_history(run_dir / cb.HISTORY_FILE)

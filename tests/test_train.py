@@ -23,7 +23,7 @@ from fer_keras.config import coerce, load_recipe, parse_assignments, resolve_con
 from fer_keras.constants import NUM_CLASSES
 from fer_keras.data import default_data, load_fer2013
 from fer_keras.errors import FerError
-from fer_keras.export import load_keras_model
+from fer_keras.saving import load_keras_model
 from fer_keras.losses import build_loss
 from fer_keras.models import default_hparams
 from fer_keras.optim import OPTIMIZERS, LinearWarmup, build_optimizer, learning_rate, schedule_callbacks
