@@ -1,4 +1,5 @@
-"""Shared CLI plumbing: every command reports user errors as one `error:` line, exit status 2."""
+"""Shared CLI plumbing: every command reports user errors as one `error:` line, exit status 2, and
+shows Keras progress the same way."""
 
 import functools
 import sys
@@ -18,3 +19,9 @@ def user_errors(main):
             raise SystemExit(2) from None
 
     return wrapper
+
+
+def keras_verbosity():
+    """Keras `verbose` for a command's output: a live bar on a terminal, one line per epoch elsewhere
+    (Keras 3 draws its carriage-return bar on any POSIX stdout, which fills log files)."""
+    return 1 if sys.stdout.isatty() else 2

@@ -22,7 +22,7 @@ import tensorflow as tf
 from scipy.special import softmax
 
 from fer_keras import faces
-from fer_keras.cli import user_errors
+from fer_keras.cli import keras_verbosity, user_errors
 from fer_keras.constants import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
 from fer_keras.data import load_fer2013
 from fer_keras.errors import FerError
@@ -48,7 +48,7 @@ def predict_probabilities(predictors, images, batch_size=256, tta=False, verbose
     starts = range(0, len(images), batch_size)
     total = np.zeros((len(images), NUM_CLASSES), np.float64)
     steps = len(predictors) * len(views) * len(starts)
-    progress = keras.utils.Progbar(steps) if verbose and steps > 1 else None
+    progress = keras.utils.Progbar(steps, verbose=keras_verbosity()) if verbose and steps > 1 else None
     for predict in predictors:
         for view in views:
             for start in starts:

@@ -20,7 +20,7 @@ import keras
 from fer_keras import callbacks as cb
 from fer_keras import config as config_lib
 from fer_keras import multi_worker, tracking, training
-from fer_keras.cli import user_errors
+from fer_keras.cli import keras_verbosity, user_errors
 from fer_keras.distribute import check_even_batches, get_strategy
 from fer_keras.errors import FerError
 from fer_keras.evaluate import evaluate_model, write_evaluation
@@ -82,7 +82,7 @@ def train(cfg, verbose=None):
             train_ds,
             validation_data=val_ds,
             callbacks=callbacks,
-            verbose=verbose if verbose is not None else (1 if sys.stdout.isatty() else 2),
+            verbose=verbose if verbose is not None else keras_verbosity(),
             **fit_kwargs,
         )
         _stop_if_diverged(history, run_dir, cfg)

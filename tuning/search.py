@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from fer_keras import config as config_lib
-from fer_keras.cli import user_errors
+from fer_keras.cli import keras_verbosity, user_errors
 from fer_keras.distribute import STRATEGIES, get_strategy
 from fer_keras.errors import FerError
 from fer_keras.io import write_json
@@ -161,7 +161,7 @@ def run_search(args):
         factor=args.factor, max_trials=args.max_trials or DEFAULT_MAX_TRIALS,
         strategy=None if base["strategy"] == "default" else strategy, seed=base["seed"],
     )
-    tuner.search(verbose=1 if sys.stdout.isatty() else 2)
+    tuner.search(verbose=keras_verbosity())
     if role == "worker":
         print(f"{distributed.describe()}: no trials left")
         return None
