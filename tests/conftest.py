@@ -3,9 +3,12 @@
 import os
 import random
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+REPO = Path(__file__).resolve().parent.parent
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["WANDB_MODE"] = "offline"
@@ -24,10 +27,13 @@ def _seed():
 
 
 @pytest.fixture(autouse=True)
-def _isolated_dirs(tmp_path_factory, monkeypatch):
-    """Keep the decode cache and W&B files out of the user's home."""
+def _test_environment(tmp_path_factory, monkeypatch):
+    """The environment of every test and of the processes it starts: the decode cache and W&B files
+    out of the user's home, this checkout importable, no cluster from the caller's TF_CONFIG."""
     monkeypatch.setenv("FER_KERAS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.setenv("WANDB_DIR", str(tmp_path_factory.getbasetemp() / "wandb"))
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.delenv("TF_CONFIG", raising=False)
 
 
 @pytest.fixture(scope="session")

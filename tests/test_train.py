@@ -30,7 +30,6 @@ from fer_keras.optim import OPTIMIZERS, LinearWarmup, build_optimizer, learning_
 from fer_keras.wandb_offline import read_offline_run
 from fer_keras.train import main, overfit_config, parse_args, train
 
-REPO = Path(__file__).resolve().parent.parent
 # Small and fast: every training test runs on a few hundred synthetic faces.
 QUICK = {"model": "tiny_cnn", "limit": 400, "epochs": 1, "batch_size": 32, "wandb": "disabled",
          "export": False}
@@ -38,13 +37,6 @@ QUICK = {"model": "tiny_cnn", "limit": 400, "epochs": 1, "batch_size": 32, "wand
 
 def quick_cfg(tmp_path, **overrides):
     return resolve_config({**QUICK, "out": str(tmp_path / "run"), **overrides})
-
-
-def cli_env():
-    """Environment of a training subprocess: this checkout importable, caches shared with the tests."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
-    env.pop("TF_CONFIG", None)
-    return env
 
 
 def cli(*args):
@@ -380,7 +372,7 @@ def test_resume_after_kill_continues_at_next_epoch(tmp_path, capsys):
             "--wandb", "disabled", "--no-export", "--out", str(out)]
     history = out / "history.csv"
     proc = subprocess.Popen(
-        cli(*args), env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.time() + 240
     while not read_history(history)[1] and proc.poll() is None and time.time() < deadline:
@@ -423,7 +415,7 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
     out = tmp_path / "run"
     args = cli("--strategy", "mirrored", "--model", "tiny_cnn", "--limit", "600", "--epochs", "1",
                "--batch-size", "32", "--wandb", "disabled", "--no-export", "--out", str(out))
-    proc = subprocess.run(args, env=cli_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "strategy: mirrored (MirroredStrategy) with 2 replicas\n" in proc.stdout
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 1
@@ -470,7 +462,7 @@ def run_cluster(args, ports, logs, timeout=240, kill_when=None):
     for i, path in enumerate(paths):
         with open(path, "w") as log:
             tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
-            procs.append(subprocess.Popen(args, env={**cli_env(), "TF_CONFIG": tf_config},
+            procs.append(subprocess.Popen(args, env={**os.environ, "TF_CONFIG": tf_config},
                                           stdout=log, stderr=subprocess.STDOUT))
     deadline = time.time() + timeout
     try:

@@ -249,8 +249,7 @@ def test_distributed_search_with_a_chief_and_two_workers(tmp_path, free_ports):
     out, (port,) = tmp_path / "searches", free_ports(1)
     command = [sys.executable, "-m", "tuning.search", *TINY, "--tuner", "random", "--max-trials", "4",
                "--max-epochs", "2", "--only", "learning_rate", "--out", str(out), "--name", "dist"]
-    env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port),
-           "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
     procs, logs = {}, {}
     try:
         for tuner_id in ("chief", "worker0", "worker1"):
