@@ -2,14 +2,18 @@
 
 The augmenter runs on batches inside `tf.data` (see `fer_keras.data.pipeline.make_dataset`, which
 applies it only when `training=True`), so it never becomes part of a model or an exported graph.
+`python -m fer_keras.augment preview --preset NAME [--data PATH] [--n 16] [--seed S] --out grid.png`
+draws a preset on sample faces, to see what training will see.
 """
 
 import keras
 import numpy as np
 
+from fer_keras.cli import ArgumentParser, user_errors
 from fer_keras.constants import NUM_CLASSES
+from fer_keras.data import default_data, load_fer2013, sample_faces
 from fer_keras.errors import FerError
-from fer_keras.io import atomic_path
+from fer_keras.io import atomic_path, check_output
 
 VALUE_RANGE = (0, 255)
 FILL_MODE = "nearest"  # no black corners, and ~20% cheaper than "reflect" on 48x48 batches
@@ -133,3 +137,27 @@ def save_augment_grid(images, preset, path, seed=0, draws=5):
     fig.suptitle(f"augmentation preset: {preset}", fontsize=8)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)
+
+
+@user_errors
+def main(argv=None):
+    parser = ArgumentParser(prog="python -m fer_keras.augment", description="Augmentation presets.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    preview = commands.add_parser("preview", help="PNG grid: sample faces (rows), each original then 5 random draws")
+    preview.add_argument("--preset", required=True, choices=PRESETS, help="augmentation preset")
+    preview.add_argument("--data", help="FER2013 CSV (any layout; default: the synthetic default data)")
+    preview.add_argument("--n", type=int, default=16, help="number of faces (default 16)")
+    preview.add_argument("--seed", type=int, default=0, help="seed of the face sample and of the draws")
+    preview.add_argument("--out", required=True, help="PNG file for the grid")
+    args = parser.parse_args(argv)
+    if args.n < 1:
+        preview.error("--n must be at least 1")
+    check_output(args.out)
+    faces = sample_faces(load_fer2013(args.data or default_data()), args.n, args.seed)
+    save_augment_grid(faces.images, args.preset, args.out, seed=args.seed)
+    print(f"preset {args.preset} drawn on {len(faces)} faces: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

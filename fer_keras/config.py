@@ -1,17 +1,22 @@
-"""Training configuration: a flat dict resolved as DEFAULTS < recipe < config file < flags.
+"""Training configuration: every option declared once in `OPTIONS`, resolved as
+defaults < recipe < config file < `--set` < flags.
 
-Every key is documented in `HELP` (the `fer_keras.train` flags are generated from it) and checked by
-`validate`, so a typo or a bad value fails before any data is read, with the key named.
+The flags of `fer_keras.train` and `tuning.search` are generated from `OPTIONS` (`add_option_flags`),
+and `resolve_config` is the one resolver behind both: a typo or a bad value fails before any data is
+read, with the key and what was expected named.
 """
 
-import copy
+import argparse
 import difflib
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from fer_keras.augment import PRESETS
+from fer_keras.constants import NUM_CLASSES
 from fer_keras.data.pipeline import SAMPLINGS
 from fer_keras.distribute import STRATEGIES
 from fer_keras.errors import FerError
@@ -20,128 +25,60 @@ from fer_keras.optim import OPTIMIZERS, SCHEDULES
 from fer_keras.tracking import MODES
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
-
-DEFAULTS = {
-    "data": None,
-    "limit": None,
-    "val_fraction": 0.1,
-    "model": "simple_cnn",
-    "model_args": {},
-    "augment": "none",
-    "mixup": 0.0,
-    "cutmix": 0.0,
-    "optimizer": "adam",
-    "learning_rate": 1e-3,
-    "weight_decay": 0.0,
-    "momentum": 0.9,
-    "nesterov": False,
-    "clipnorm": None,
-    "batch_size": 64,
-    "epochs": 10,
-    "schedule": "constant",
-    "restart_epochs": 10,
-    "plateau_factor": 0.5,
-    "plateau_patience": 3,
-    "warmup_epochs": 0.0,
-    "loss": "crossentropy",
-    "label_smoothing": 0.0,
-    "focal_gamma": 2.0,
-    "focal_alpha": None,
-    "class_weight": None,
-    "sampling": "shuffle",
-    "early_stopping": None,
-    "precision": "float32",
-    "seed": 0,
-    "strategy": "default",
-    "wandb": "auto",
-    "wandb_project": "fer_keras",
-    "group": None,
-    "tags": [],
-    "name": None,
-    "out": None,
-    "recipe": None,
-    "overfit_check": None,
-    "export": True,
-}
-
-HELP = {
-    "data": "FER2013 CSV in any layout, plain or .gz (null: the embedded synthetic data)",
-    "limit": "use only N rows, sampled stratified by class and Usage with the seed",
-    "val_fraction": "validation share when the file has no Usage column",
-    "model": "registered architecture (python -m fer_keras.models lists them)",
-    "model_args": "builder hyperparameters, e.g. {dropout: 0.3, widths: [32, 64]} (flag: --set)",
-    "augment": "augmentation preset",
-    "mixup": "MixUp Beta alpha (0 = off)",
-    "cutmix": "CutMix Beta alpha (0 = off)",
-    "optimizer": "optimizer",
-    "learning_rate": "peak learning rate",
-    "weight_decay": "decoupled weight decay of the optimizer (biases and norms excluded)",
-    "momentum": "SGD momentum",
-    "nesterov": "SGD Nesterov momentum",
-    "clipnorm": "clip each gradient to this norm (null = off)",
-    "batch_size": "global batch size",
-    "epochs": "number of epochs",
-    "schedule": "learning-rate schedule",
-    "restart_epochs": "cosine_restarts period in epochs",
-    "plateau_factor": "plateau: multiply the rate by this when val_loss stalls",
-    "plateau_patience": "plateau: epochs without val_loss improvement before reducing",
-    "warmup_epochs": "linear warm-up length in epochs (0 = off)",
-    "loss": "loss function",
-    "label_smoothing": "cross-entropy label smoothing",
-    "focal_gamma": "focal loss focusing parameter gamma",
-    "focal_alpha": "focal loss alpha: null (1), a number, 'balanced' or a list of 7 class weights",
-    "class_weight": "per-sample weights from class frequencies (balanced) or null",
-    "sampling": "shuffle, or balanced (classes drawn uniformly)",
-    "early_stopping": "stop after this many epochs without val_accuracy gain (null = off)",
-    "precision": "dtype policy",
-    "seed": "seed of every random thing (weights, shuffling, augmentation, splits)",
-    "strategy": "tf.distribute strategy: one device, all local GPUs (mirrored), or the TF_CONFIG cluster (multi_worker)",
-    "wandb": "W&B mode (auto: online if an API key is configured, else offline)",
-    "wandb_project": "W&B project",
-    "group": "W&B group",
-    "tags": "W&B tags",
-    "name": "W&B run name",
-    "out": "run folder (null: runs/<model>-<timestamp>); rerun with the same one to resume",
-    "recipe": "named recipe (fer_keras/recipes/NAME.yaml) under the config file and flags",
-    "overfit_check": "sanity check: train on N samples without regularisation, report 100% or not",
-    "export": "write a SavedModel of the best checkpoint to <out>/savedmodel at the end",
-}
+DATA_ENV = "FER2013_CSV"  # the labelled FER2013 file to train on when no `data` is given
 
 
 @dataclass(frozen=True)
-class _Spec:
-    """What a key accepts: a type, optional choices or bounds, and whether null is allowed."""
+class Option:
+    """One config key: default, help, accepted values and whether it may change when resuming.
 
-    type: type
+    `low`/`high` are inclusive bounds, `above` an exclusive lower bound; numbers must be finite.
+    `check` replaces the type test for keys that take several shapes. `resumable` keys do not
+    change results (tracking, where the run lives), so a run or search may resume with new values.
+    """
+
+    default: object
+    help: str
+    type: type = str
     choices: tuple = ()
     low: float = None
     high: float = None
+    above: float = None
     optional: bool = False
+    resumable: bool = False
+    check: object = None
 
     def describe(self):
         """What is expected, for error messages."""
         if self.choices:
             text = "one of " + ", ".join(self.choices)
         else:
-            text = {int: "an integer", float: "a number", bool: "true or false"}.get(
-                self.type, f"a {self.type.__name__}"
-            )
-            if self.low is not None or self.high is not None:
-                text += f" in [{self.low if self.low is not None else '-inf'}, "
-                text += f"{self.high if self.high is not None else 'inf'}]"
+            text = {int: "an integer", float: "a finite number", bool: "true or false",
+                    list: "a list of strings", dict: "a mapping"}.get(self.type, "a string")
+            bounds = [f">= {self.low:g}" if self.low is not None else "",
+                      f"> {self.above:g}" if self.above is not None else "",
+                      f"<= {self.high:g}" if self.high is not None else ""]
+            if any(bounds):
+                text += " " + " and ".join(b for b in bounds if b)
         return text + (" or null" if self.optional else "")
 
-    def check(self, key, value):
-        """`value` converted to this spec's type (an int where a float goes); FerError if it does not fit."""
+    def validate(self, key, value):
+        """`value` converted to this option's type (an int where a float goes); FerError if it does not fit."""
         if value is None and self.optional:
             return None
+        if self.check is not None:
+            return self.check(key, value)
         if self.type is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        fits = (
-            isinstance(value, self.type)
-            and not (self.type is int and isinstance(value, bool))
-            and (not self.choices or value in self.choices)
+        fits = isinstance(value, self.type) and not (self.type in (int, float) and isinstance(value, bool))
+        if fits and self.type is float:
+            fits = math.isfinite(value)
+        if fits and self.type is list:
+            fits = all(isinstance(v, str) for v in value)
+        fits = fits and (
+            (not self.choices or value in self.choices)
             and (self.low is None or value >= self.low)
+            and (self.above is None or value > self.above)
             and (self.high is None or value <= self.high)
         )
         if not fits:
@@ -149,48 +86,86 @@ class _Spec:
         return value
 
 
-SPECS = {
-    "data": _Spec(str, optional=True),
-    "limit": _Spec(int, low=1, optional=True),
-    "val_fraction": _Spec(float, low=0.0, high=0.9),
-    "model": _Spec(str),
-    "model_args": _Spec(dict),
-    "augment": _Spec(str, choices=PRESETS),
-    "mixup": _Spec(float, low=0.0),
-    "cutmix": _Spec(float, low=0.0, high=1.0),
-    "optimizer": _Spec(str, choices=tuple(OPTIMIZERS)),
-    "learning_rate": _Spec(float, low=0.0),
-    "weight_decay": _Spec(float, low=0.0),
-    "momentum": _Spec(float, low=0.0, high=1.0),
-    "nesterov": _Spec(bool),
-    "clipnorm": _Spec(float, low=0.0, optional=True),
-    "batch_size": _Spec(int, low=1),
-    "epochs": _Spec(int, low=1),
-    "schedule": _Spec(str, choices=SCHEDULES),
-    "restart_epochs": _Spec(int, low=1),
-    "plateau_factor": _Spec(float, low=0.0, high=1.0),
-    "plateau_patience": _Spec(int, low=0),
-    "warmup_epochs": _Spec(float, low=0.0),
-    "loss": _Spec(str, choices=LOSSES),
-    "label_smoothing": _Spec(float, low=0.0, high=0.99),
-    "focal_gamma": _Spec(float, low=0.0),
-    "focal_alpha": None,  # several shapes: checked by _check_focal_alpha
-    "class_weight": _Spec(str, choices=("balanced",), optional=True),
-    "sampling": _Spec(str, choices=SAMPLINGS),
-    "early_stopping": _Spec(int, low=1, optional=True),
-    "precision": _Spec(str, choices=("float32", "mixed_bfloat16")),
-    "seed": _Spec(int, low=0),
-    "strategy": _Spec(str, choices=STRATEGIES),
-    "wandb": _Spec(str, choices=MODES),
-    "wandb_project": _Spec(str),
-    "group": _Spec(str, optional=True),
-    "tags": _Spec(list),
-    "name": _Spec(str, optional=True),
-    "out": _Spec(str, optional=True),
-    "recipe": _Spec(str, optional=True),
-    "overfit_check": _Spec(int, low=1, optional=True),
-    "export": _Spec(bool),
+def _focal_alpha(key, value):
+    """focal_alpha: a non-negative number, 'balanced', or one weight per class."""
+    if value == "balanced":
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        return float(value)
+    if (
+        isinstance(value, list)
+        and len(value) == NUM_CLASSES
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                for v in value)
+    ):
+        return [float(v) for v in value]
+    raise FerError(f"config key {key!r}: expected null, a number >= 0, 'balanced' or a list of "
+                   f"{NUM_CLASSES} numbers >= 0, got {value!r}")
+
+
+OPTIONS = {
+    # Data
+    "data": Option(None, f"FER2013 CSV in any layout, plain or .gz (null: ${DATA_ENV} if set, else the "
+                   "embedded synthetic data)", optional=True),
+    "limit": Option(None, "use only N rows, sampled stratified by class and Usage with the seed", int, low=1,
+                    optional=True),
+    "val_fraction": Option(0.1, "validation share when the file has no Usage column", float, low=0.0, high=0.9),
+    # Model
+    "model": Option("simple_cnn", "registered architecture (python -m fer_keras.models lists them)"),
+    "model_args": Option({}, "builder hyperparameters, e.g. {dropout: 0.3, l2: 1e-4} (flag: --set)", dict),
+    # Augmentation
+    "augment": Option("none", "augmentation preset", choices=PRESETS),
+    "mixup": Option(0.0, "MixUp Beta alpha (0 = off)", float, low=0.0),
+    "cutmix": Option(0.0, "CutMix Beta alpha (0 = off)", float, low=0.0, high=1.0),
+    # Optimisation
+    "optimizer": Option("adam", "optimizer", choices=tuple(OPTIMIZERS)),
+    "learning_rate": Option(1e-3, "peak learning rate", float, above=0.0),
+    "weight_decay": Option(0.0, "decoupled weight decay of the optimizer (biases and norms excluded); the "
+                           "builders' L2 penalty is the model option l2 (--set l2=...)", float, low=0.0),
+    "momentum": Option(0.9, "SGD momentum", float, low=0.0, high=1.0),
+    "nesterov": Option(False, "SGD Nesterov momentum", bool),
+    "clipnorm": Option(None, "clip each gradient to this norm (null = off)", float, above=0.0, optional=True),
+    "batch_size": Option(64, "global batch size", int, low=1),
+    "epochs": Option(10, "number of epochs", int, low=1),
+    "schedule": Option("constant", "learning-rate schedule", choices=SCHEDULES),
+    "restart_epochs": Option(10, "cosine_restarts period in epochs", int, low=1),
+    "plateau_factor": Option(0.5, "plateau: multiply the rate by this when val_loss stalls", float, above=0.0,
+                             high=1.0),
+    "plateau_patience": Option(3, "plateau: epochs without val_loss improvement before reducing", int, low=0),
+    "warmup_epochs": Option(0.0, "linear warm-up length in epochs (0 = off)", float, low=0.0),
+    # Loss and class balance
+    "loss": Option("crossentropy", "loss function", choices=LOSSES),
+    "label_smoothing": Option(0.0, "cross-entropy label smoothing", float, low=0.0, high=0.99),
+    "focal_gamma": Option(2.0, "focal loss focusing parameter gamma", float, low=0.0),
+    "focal_alpha": Option(None, "focal loss alpha: null (1), a number, 'balanced' or a list of 7 class weights",
+                          optional=True, check=_focal_alpha),
+    "class_weight": Option(None, "weigh each sample by its class's balanced weight (Keras fit class_weight), "
+                           "or null", choices=("balanced",), optional=True),
+    "sampling": Option("shuffle", "shuffle, or balanced (classes drawn uniformly)", choices=SAMPLINGS),
+    "early_stopping": Option(None, "stop after this many epochs without val_accuracy gain (null = off)", int,
+                             low=1, optional=True),
+    # Execution
+    "precision": Option("float32", "dtype policy", choices=("float32", "mixed_bfloat16")),
+    "seed": Option(0, "seed of every random thing (weights, shuffling, augmentation, splits)", int, low=0),
+    "strategy": Option("default", "tf.distribute strategy: one device, all local GPUs (mirrored), or the "
+                       "TF_CONFIG cluster (multi_worker)", choices=STRATEGIES, resumable=True),
+    # Tracking and outputs
+    "wandb": Option("auto", "W&B mode (auto: online if an API key is configured, else offline)", choices=MODES,
+                    resumable=True),
+    "wandb_project": Option("fer_keras", "W&B project", resumable=True),
+    "group": Option(None, "W&B group", optional=True, resumable=True),
+    "tags": Option([], "W&B tags", list, resumable=True),
+    "name": Option(None, "W&B run name", optional=True, resumable=True),
+    "out": Option(None, "run folder (null: runs/<model>-<timestamp>); rerun with the same one to resume",
+                  optional=True, resumable=True),
+    "recipe": Option(None, "named recipe (fer_keras/recipes/NAME.yaml) under the config file and flags",
+                     optional=True),
+    "overfit_check": Option(None, "sanity check: train on N samples without regularisation, report 100% or not",
+                            int, low=1, optional=True),
+    "export": Option(True, "write a SavedModel of the best checkpoint to <out>/savedmodel at the end", bool),
 }
+DEFAULTS = {key: option.default for key, option in OPTIONS.items()}
+RESUMABLE = tuple(key for key, option in OPTIONS.items() if option.resumable)
 
 
 def coerce(text):
@@ -210,19 +185,75 @@ def coerce(text):
         try:
             return yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise FerError(f"cannot parse {text!r}: {exc}") from None
+            raise FerError(f"cannot parse {text!r}: {' '.join(str(exc).split())}") from None
     return text
 
 
 def parse_assignments(items):
-    """`["dropout=0.3", "width=64"]` -> `{"dropout": 0.3, "width": 64}` (values through `coerce`)."""
-    parsed = {}
+    """`--set` items as a config layer: training options at the top, anything else a builder
+    hyperparameter in `model_args` (`["dropout=0.3", "epochs=5"]` -> `{"epochs": 5, "model_args":
+    {"dropout": 0.3}}`); values through `coerce`."""
+    layer = {}
     for item in items or ():
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise FerError(f"--set expects KEY=VALUE, got {item!r}")
-        parsed[key.strip()] = coerce(value.strip())
-    return parsed
+        if key == "model_args":
+            raise FerError("--set model_args=...: set builder hyperparameters one by one, e.g. --set dropout=0.3")
+        if key in OPTIONS:
+            layer[key] = option_value(key, value.strip())
+        else:
+            layer.setdefault("model_args", {})[key] = coerce(value.strip())
+    return layer
+
+
+def option_value(key, text):
+    """A command-line string as the value of option `key`: strings stay strings (a run named '2024'),
+    'null' is None where null is allowed, everything else goes through `coerce`."""
+    option = OPTIONS[key]
+    if option.type is str and option.check is None:
+        return None if option.optional and text.strip().lower() in ("null", "none", "~") else text
+    return coerce(text)
+
+
+def add_option_flags(parser, exclude=()):
+    """Add `--config`, `--set` and one flag per option (`--learning-rate`) to `parser`, except the
+    keys in `exclude`; unset flags stay out of the namespace (see `options_from_args`)."""
+    parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="JSON or YAML file of config keys")
+    parser.add_argument(
+        "--set", metavar="KEY=VALUE", nargs="+", action="extend", default=argparse.SUPPRESS,
+        help="any config key or builder hyperparameter, e.g. --set dropout=0.3 l2=1e-4 schedule=cosine",
+    )
+    for key, option in OPTIONS.items():
+        if key == "model_args" or key in exclude:
+            continue
+        flag = "--" + key.replace("_", "-")
+        help_text = f"{option.help} (default: {option.default})".replace("%", "%%")
+        if key == "recipe":
+            help_text += f"; one of: {', '.join(list_recipes())}"
+        common = {"default": argparse.SUPPRESS, "help": help_text, "dest": key}
+        if option.type is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
+        elif option.type is list:
+            parser.add_argument(flag, nargs="*", metavar="TAG", **common)
+        elif option.choices and not option.optional:
+            parser.add_argument(flag, choices=option.choices, metavar="{" + ",".join(option.choices) + "}",
+                                **common)
+        else:
+            parser.add_argument(flag, type=str, metavar=key.upper(), **common)
+    return parser
+
+
+def options_from_args(args):
+    """The config layers a parsed command line gives: `(flags, config_file, assignments)`, ready for
+    `resolve_config`. Flag values are read like `--set` values ('1e-3', 'null')."""
+    values = dict(vars(args))
+    config_file = values.pop("config", None)
+    assignments = parse_assignments(values.pop("set", None))
+    flags = {key: option_value(key, v) if isinstance(v, str) else v for key, v in values.items() if key in OPTIONS}
+    return flags, config_file, assignments
 
 
 def load_config_file(path):
@@ -231,7 +262,9 @@ def load_config_file(path):
     try:
         content = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise FerError(f"config file {path} is not valid JSON/YAML: {exc}") from None
+        raise FerError(f"config file {path} is not valid JSON/YAML: {' '.join(str(exc).split())}") from None
+    except UnicodeDecodeError:
+        raise FerError(f"config file {path} is not a text file") from None
     if content is None:
         return {}
     if not isinstance(content, dict):
@@ -248,90 +281,69 @@ def list_recipes():
 def load_recipe(name):
     """The settings of recipe `name` (`fer_keras/recipes/NAME.yaml`), with `recipe` set to its name."""
     path = RECIPES_DIR / f"{name}.yaml"
-    if not path.is_file():
+    if not isinstance(name, str) or not path.is_file():
         raise FerError(f"unknown recipe {name!r}; known recipes: {', '.join(list_recipes())}")
     return {**load_config_file(path), "recipe": name}
 
 
-def resolve_config(overrides=None, config_file=None):
-    """DEFAULTS < recipe < `config_file` < `overrides` (e.g. flags), validated.
+def resolve_config(overrides=None, config_file=None, assignments=None):
+    """DEFAULTS < recipe < `config_file` < `assignments` (`--set`) < `overrides` (flags), validated.
 
-    The recipe is the one named by `overrides`, else by the config file. `model_args` merge key by
-    key across the layers (`--set dropout=0.3` keeps the recipe's other builder arguments), except
-    that a layer switching to another model starts them afresh.
+    The recipe is the one the highest layer names. `model_args` merge key by key across the layers
+    (`--set dropout=0.3` keeps the recipe's other builder arguments), except that a layer switching
+    to another model starts them afresh. With no `data` anywhere, `$FER2013_CSV` names it.
     """
-    overrides = dict(overrides or {})
+    overrides, assignments = dict(overrides or {}), dict(assignments or {})
     _check_keys(overrides, "overrides")
+    _check_keys(assignments, "--set")
     file_cfg = load_config_file(config_file) if config_file else {}
-    recipe = overrides.get("recipe") or file_cfg.get("recipe")
+    # The command line is one layer: flags over --set, and --set builder arguments go with --model.
+    command_line = {**assignments, **overrides}
+    command_line["model_args"] = {**(assignments.get("model_args") or {}), **(overrides.get("model_args") or {})}
+    recipe = command_line.get("recipe") or file_cfg.get("recipe")
     cfg = {}
-    for layer in (DEFAULTS, load_recipe(recipe) if recipe else {}, file_cfg, overrides):
+    for layer in (DEFAULTS, load_recipe(recipe) if recipe else {}, file_cfg, command_line):
         switches_model = layer.get("model", cfg.get("model")) != cfg.get("model")
         model_args = {} if switches_model else cfg.get("model_args", {})
         cfg.update(layer)
-        cfg["model_args"] = {**model_args, **(layer.get("model_args") or {})}
+        layer_args = layer.get("model_args") or {}
+        if not isinstance(layer_args, dict):
+            raise FerError(f"config key 'model_args': expected a mapping, got {layer_args!r}")
+        cfg["model_args"] = {**model_args, **layer_args}
+    if cfg["data"] is None and os.environ.get(DATA_ENV):
+        cfg["data"] = os.environ[DATA_ENV]
     return validate(cfg)
 
 
 def validate(cfg):
     """A checked copy of `cfg`: every key known and every value in range (ints widened to floats)."""
     _check_keys(cfg, "config")
-    missing = sorted(set(DEFAULTS) - set(cfg))
+    missing = sorted(set(OPTIONS) - set(cfg))
     if missing:
         raise FerError(f"config lacks keys: {', '.join(missing)}")
-    checked = {}
-    for key, value in copy.deepcopy(cfg).items():
-        if key == "focal_alpha":
-            checked[key] = _check_focal_alpha(value)
-        else:
-            checked[key] = SPECS[key].check(key, value)
-    bad_tags = [t for t in checked["tags"] if not isinstance(t, str)]
-    if bad_tags:
-        raise FerError(f"config key 'tags': expected a list of strings, got {checked['tags']!r}")
-    _check_model(checked["model"], checked["model_args"])
+    checked = {key: OPTIONS[key].validate(key, value) for key, value in cfg.items()}
+    checked["model_args"] = _check_model(checked["model"], checked["model_args"])
     if checked["class_weight"] and checked["sampling"] == "balanced":
         raise FerError("config keys 'class_weight' and 'sampling': choose one way to balance classes")
     return checked
 
 
 def _check_model(name, model_args):
-    """The model is registered and takes every builder argument given."""
+    """The model is registered and takes every builder argument given, each of the right kind."""
     from fer_keras.models.registry import check_hparams, get_builder
 
     try:
         get_builder(name)
+        return check_hparams(name, model_args)
     except ValueError as exc:
-        raise FerError(f"config key 'model': {exc}") from None
-    try:
-        check_hparams(name, model_args)
-    except ValueError as exc:
-        raise FerError(f"config key 'model_args': {exc}") from None
-
-
-def _check_focal_alpha(value):
-    """focal_alpha: null, a non-negative number, 'balanced', or one weight per class."""
-    from fer_keras.constants import NUM_CLASSES
-
-    if value is None or value == "balanced":
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-        return float(value)
-    if (
-        isinstance(value, list)
-        and len(value) == NUM_CLASSES
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value)
-    ):
-        return [float(v) for v in value]
-    raise FerError(
-        f"config key 'focal_alpha': expected null, a number >= 0, 'balanced' or a list of "
-        f"{NUM_CLASSES} numbers, got {value!r}"
-    )
+        raise FerError(f"config key 'model_args': {exc}" if "hyperparameter" in str(exc)
+                       else f"config key 'model': {exc}") from None
 
 
 def _check_keys(mapping, source):
     """Unknown keys fail with the closest known ones suggested."""
     for key in mapping:
-        if key not in DEFAULTS:
-            close = difflib.get_close_matches(str(key), DEFAULTS, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else f"; known keys: {', '.join(DEFAULTS)}"
+        if key not in OPTIONS:
+            close = difflib.get_close_matches(str(key), OPTIONS, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; known keys: {', '.join(OPTIONS)}"
             raise FerError(f"unknown config key {key!r} in {source}{hint}")

@@ -7,3 +7,7 @@ class FerError(ValueError):
 
 class DataError(FerError):
     """Malformed dataset input; the message names the file and the line."""
+
+
+class DivergedError(FerError):
+    """Training stopped because the loss became NaN or infinite."""

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 from scipy.special import softmax
 
-from fer_keras.cli import user_errors
+from fer_keras.cli import ArgumentParser, user_errors
 from fer_keras.data import default_data, load_fer2013, split_data
 from fer_keras.errors import FerError
+from fer_keras.io import check_output, write_json, write_text
 from fer_keras.saving import load_keras_model, resolve_model_file
-from fer_keras.io import write_json, write_text
 from fer_keras.metrics import compute_metrics, train_val_gap
 from fer_keras.plots import plot_confusion_matrix
 
@@ -34,7 +34,8 @@ def evaluate_model(model, splits, batch_size=256, verbose="auto"):
 
 
 def write_evaluation(out_dir, results, extra=None):
-    """Write metrics.json, classification_report.txt and plots/confusion_matrix_<split>.png.
+    """Write classification_report.txt, plots/confusion_matrix_<split>.png and, last (a run folder's
+    mark of completion), metrics.json.
 
     metrics.json holds one section per split, the train-validation accuracy gap when both are
     there, and `extra` (params, epochs, wall time, ...) at the top level. Returns that dict.
@@ -45,7 +46,6 @@ def write_evaluation(out_dir, results, extra=None):
     if gap is not None:
         metrics["train_val_gap"] = gap
     metrics.update(extra or {})
-    write_json(out_dir / "metrics.json", metrics)
     write_text(
         out_dir / "classification_report.txt",
         "\n".join(f"== {split} ({m['n']} images) ==\n{m['report']}" for split, m in results.items()),
@@ -56,6 +56,7 @@ def write_evaluation(out_dir, results, extra=None):
             out_dir / "plots" / f"confusion_matrix_{split}.png",
             title=f"Confusion matrix: {split}",
         )
+    write_json(out_dir / "metrics.json", metrics)
     return metrics
 
 
@@ -88,7 +89,7 @@ def _run_config(run_dir):
 
 
 def _parse_args(argv):
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m fer_keras.evaluate",
         description="Evaluate a trained model on one split: metrics.json, report and plots.",
     )
@@ -106,18 +107,19 @@ def main(argv=None):
     args = _parse_args(argv)
     model_file = resolve_model_file(args.model)
     run_dir = model_file.parent
+    out_dir = check_output(args.out or run_dir / f"eval-{args.split}", folder=True)
     cfg = _run_config(run_dir)
     data_path = args.data or cfg.get("data") or default_data()
     split = load_split(data_path, args.split, cfg)
     results = evaluate_model(load_keras_model(model_file), {args.split: split}, args.batch_size)
-    out_dir = Path(args.out) if args.out else run_dir / f"eval-{args.split}"
     write_evaluation(out_dir, results, extra={"model": str(model_file), "data": str(data_path)})
     m = results[args.split]
     print(
         f"{args.split}: accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}, "
         f"loss {m['loss']:.4f} on {m['n']} images; wrote {out_dir}"
     )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -4,19 +4,17 @@
 [--layer NAME] [--seed S]`
 """
 
-import argparse
 import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from fer_keras.cli import user_errors
+from fer_keras.cli import ArgumentParser, user_errors
 from fer_keras.constants import CLASS_NAMES, IMAGE_SIZE
-from fer_keras.data import default_data, load_fer2013
+from fer_keras.data import default_data, load_fer2013, sample_faces
 from fer_keras.errors import FerError
+from fer_keras.io import atomic_path, check_output
 from fer_keras.saving import load_keras_model
-from fer_keras.io import atomic_path
 
 # Layers that only resample or regularise a feature map: Grad-CAM looks at the map before them.
 _PASS_THROUGH = (
@@ -118,21 +116,9 @@ def plot_grid(images, heatmaps, probs, labels, path, alpha=0.45):
     plt.close(fig)
 
 
-def sample_faces(data, n, seed=0, split=None):
-    """`n` random faces (seeded) of `data`, only rows whose Usage is `split` when given."""
-    if split is not None:
-        if data.usage is None:
-            raise FerError(f"{data.path} has no Usage column: --split needs one")
-        data = data.subset(np.flatnonzero(data.usage == split))
-        if not len(data):
-            raise FerError(f"{data.path} has no rows with Usage {split!r}")
-    index = np.sort(np.random.default_rng(seed).choice(len(data), size=min(n, len(data)), replace=False))
-    return data.subset(index)
-
-
 @user_errors
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m fer_keras.explain", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m fer_keras.explain", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a .keras file or a run folder with model.keras")
     parser.add_argument("--data", help="FER2013 CSV (any layout; default: the synthetic default data)")
     parser.add_argument("--n", type=int, default=16, help="number of faces (default 16)")
@@ -143,6 +129,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error("--n must be at least 1")
+    check_output(args.out)
 
     model = load_keras_model(args.model)
     layer = target_layer(model, args.layer)

@@ -4,9 +4,9 @@ The SavedModel needs only TensorFlow to serve (`tf.saved_model.load`): normalisa
 model, augmentation is not (endpoints call `model(x, training=False)`), outputs are float32.
 """
 
-import argparse
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,9 +15,11 @@ import keras
 import tensorflow as tf
 
 from fer_keras import __version__
-from fer_keras.cli import user_errors
+from fer_keras.cli import ArgumentParser, user_errors
 from fer_keras.constants import CLASS_NAMES, IMAGE_SHAPE, NUM_PIXELS
-from fer_keras.saving import load_keras_model, resolve_model_file
+from fer_keras.errors import FerError
+from fer_keras.io import check_output
+from fer_keras.saving import is_savedmodel, load_keras_model, resolve_model_file
 
 METADATA_FILE = "fer_keras.json"
 
@@ -79,14 +81,18 @@ def build_archive(model):
 
 
 def export_savedmodel(model, out_dir, model_name=None):
-    """Write `model` as a SavedModel at `out_dir` (replacing an existing one) and return the path.
+    """Write `model` as a SavedModel at `out_dir` (replacing an earlier export) and return the path.
 
     Written to a temporary folder beside `out_dir`, then renamed into place, so a kill never
-    leaves a half-written export. `fer_keras.json` inside records class names, version, model name.
+    leaves a half-written export; temporary folders of killed exports are removed first.
+    `fer_keras.json` inside records class names, version, model name.
     """
-    out_dir = Path(out_dir)
+    out_dir = check_output(out_dir, folder=True)
+    if out_dir.exists() and any(out_dir.iterdir()) and not is_savedmodel(out_dir):
+        raise FerError(f"{out_dir} holds files but is not a SavedModel: not replacing it with the export")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    _remove_stale_temps(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(out_dir, "tmp"), dir=out_dir.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; a served model is read by other users
     try:
         build_archive(model).write_out(str(tmp), verbose=False)
@@ -95,6 +101,32 @@ def export_savedmodel(model, out_dir, model_name=None):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def _temp_prefix(out_dir, kind):
+    """`.<name>-<kind>-<pid>-`: beside `out_dir`, marked with the writing process."""
+    return f".{out_dir.name}-{kind}-{os.getpid()}-"
+
+
+def _remove_stale_temps(out_dir):
+    """Remove the temporary folders (`_temp_prefix` + mkdtemp's 8 characters) that exports to `out_dir`
+    killed midway left beside it; those of a process still running are kept."""
+    pattern = re.compile(rf"\.{re.escape(out_dir.name)}-(?:tmp|old)-(\d+)-[a-z0-9_]{{8}}")
+    for path in out_dir.parent.iterdir():
+        match = pattern.fullmatch(path.name)
+        if match and path.is_dir() and not path.is_symlink() and not _running(int(match[1])):
+            shutil.rmtree(path)
+
+
+def _running(pid):
+    """Whether process `pid` exists (this one included)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
 
 
 def _metadata(model, model_name):
@@ -115,7 +147,7 @@ def _replace_dir(src, dst):
     """Move folder `src` to `dst`, replacing `dst`; the old one is renamed aside before removal."""
     old = None
     if dst.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}-old-", dir=dst.parent))
+        old = Path(tempfile.mkdtemp(prefix=_temp_prefix(dst, "old"), dir=dst.parent))
         os.replace(dst, old / dst.name)
     os.replace(src, dst)
     if old is not None:
@@ -133,7 +165,7 @@ def _run_model_name(model_file):
 @user_errors
 def main(argv=None):
     """`python -m fer_keras.export RUN_DIR_OR_MODEL [--out DIR]`."""
-    parser = argparse.ArgumentParser(prog="python -m fer_keras.export", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m fer_keras.export", description=__doc__.splitlines()[0])
     parser.add_argument("model", help="run folder (uses its model.keras) or a .keras file")
     parser.add_argument("--out", help="SavedModel folder (default: <run folder>/savedmodel)")
     args = parser.parse_args(argv)

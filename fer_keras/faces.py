@@ -21,14 +21,14 @@ def read_gray(path):
     """Read an image file of any mode (L, RGB, RGBA, P, I;16, ...) as a uint8 grayscale array (H, W).
 
     Transparent pixels are composited over white; 16-bit images are scaled to 0-255; EXIF
-    orientation is applied. A file that is not an image, or is truncated, raises FerError.
+    orientation is applied. A file that is not an image, or is truncated or damaged, raises FerError.
     """
     try:
         with Image.open(path) as image:
             image.load()
             return _to_gray(ImageOps.exif_transpose(image))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise FerError(f"{path}: cannot read image: {exc}") from None
+    except Exception as exc:  # Pillow's decoders raise any type for a damaged file (TypeError: TIFF float offsets)
+        raise FerError(f"{path}: cannot read image: {str(exc) or type(exc).__name__}") from None
 
 
 def _to_gray(image):

@@ -1,6 +1,8 @@
-"""Atomic file output: write to a temporary file beside the target, then rename over it."""
+"""File output: check early that an output path can be written, then write atomically (a temporary
+file beside the target, renamed over it)."""
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -14,7 +16,7 @@ def atomic_path(path):
     For writers that take a file name (Keras `save`, matplotlib `savefig`): a kill mid-write
     leaves the old file (or none), never a half-written one.
     """
-    path = Path(path)
+    path = check_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
     os.close(fd)
@@ -25,6 +27,22 @@ def atomic_path(path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def check_output(path, folder=False):
+    """`path` as a Path when it can be written as a file (or, with `folder`, as a folder); else an OSError
+    naming it and what is in the way. CLIs call it on `--out` before the work, so a bad path fails fast."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        if folder:
+            raise NotADirectoryError(errno.ENOTDIR, "is a file; expected a folder", str(path))
+        raise IsADirectoryError(errno.EISDIR, "is a folder; expected a file name", str(path))
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"cannot be created: {parent} is a file", str(path))
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, f"cannot be written: {parent} is not writable", str(path))
+    return path
 
 
 def _umask():

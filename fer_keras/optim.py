@@ -1,7 +1,7 @@
 """Optimizers and learning-rate schedules from the config (Keras' own classes wherever they exist).
 
-Schedules run per optimizer step. `cosine` uses `CosineDecay`'s built-in warm-up; `constant` and
-`cosine_restarts` get it from `LinearWarmup`; `plateau` is the `ReduceLROnPlateau` callback, which
+Schedules run per optimizer step. `cosine` and `constant` use `CosineDecay`'s built-in warm-up;
+`cosine_restarts` gets it from `LinearWarmup`; `plateau` is the `ReduceLROnPlateau` callback, which
 needs a plain rate, so its warm-up is a per-epoch `LearningRateScheduler`.
 """
 
@@ -25,8 +25,8 @@ NO_DECAY = ["bias", "gamma", "beta"]
 
 @keras.saving.register_keras_serializable(package="fer_keras")
 class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
-    """Rate rising linearly from 0 to `peak` over `warmup_steps`, then `after` (a constant or a
-    schedule whose step count starts at the end of the warm-up)."""
+    """Rate rising linearly from 0 to `peak` over `warmup_steps`, then `after`, a schedule whose step
+    count starts at the end of the warm-up (for `CosineDecayRestarts`, which has no warm-up)."""
 
     def __init__(self, peak, warmup_steps, after):
         self.peak = float(peak)
@@ -36,47 +36,40 @@ class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
     def __call__(self, step):
         step = ops.cast(step, "float32")
         warm = self.peak * step / self.warmup_steps
-        if isinstance(self.after, keras.optimizers.schedules.LearningRateSchedule):
-            after = self.after(ops.maximum(step - self.warmup_steps, 0.0))
-        else:
-            after = ops.cast(self.after, "float32")
+        after = self.after(ops.maximum(step - self.warmup_steps, 0.0))
         return ops.where(step < self.warmup_steps, warm, after)
 
     def get_config(self):
-        after = self.after
-        if isinstance(after, keras.optimizers.schedules.LearningRateSchedule):
-            after = keras.optimizers.schedules.serialize(after)
-        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "after": after}
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps,
+                "after": keras.optimizers.schedules.serialize(self.after)}
 
     @classmethod
     def from_config(cls, config):
-        after = config["after"]
-        if isinstance(after, dict):
-            after = keras.optimizers.schedules.deserialize(after)
-        return cls(config["peak"], config["warmup_steps"], after)
+        return cls(config["peak"], config["warmup_steps"], keras.optimizers.schedules.deserialize(config["after"]))
 
 
 def learning_rate(cfg, steps_per_epoch):
-    """The optimizer's `learning_rate`: a float (constant or plateau) or a per-step schedule."""
+    """The optimizer's `learning_rate`: a float (constant or plateau without warm-up) or a per-step
+    schedule. Keras' `CosineDecay` gives the warm-up of `cosine`, and of `constant` with `alpha=1`
+    (no decay after it); `cosine_restarts` has no warm-up of its own, so `LinearWarmup` adds it."""
     peak = cfg["learning_rate"]
     warmup_steps = round(cfg["warmup_epochs"] * steps_per_epoch)
     schedule = cfg["schedule"]
-    if schedule == "plateau":
+    if schedule == "plateau" or (schedule == "constant" and not warmup_steps):
         return peak
-    if schedule == "cosine":
+    if schedule in ("cosine", "constant"):
         total = cfg["epochs"] * steps_per_epoch
         return keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=0.0 if warmup_steps else peak,
             decay_steps=max(total - warmup_steps, 1),
+            alpha=1.0 if schedule == "constant" else 0.0,
             warmup_target=peak if warmup_steps else None,
             warmup_steps=warmup_steps,
         )
-    after = peak
-    if schedule == "cosine_restarts":
-        after = keras.optimizers.schedules.CosineDecayRestarts(
-            peak, first_decay_steps=cfg["restart_epochs"] * steps_per_epoch, t_mul=1.0
-        )
-    return LinearWarmup(peak, warmup_steps, after) if warmup_steps else after
+    restarts = keras.optimizers.schedules.CosineDecayRestarts(
+        peak, first_decay_steps=cfg["restart_epochs"] * steps_per_epoch, t_mul=1.0
+    )
+    return LinearWarmup(peak, warmup_steps, restarts) if warmup_steps else restarts
 
 
 def build_optimizer(cfg, steps_per_epoch):

@@ -8,7 +8,8 @@ Models are SavedModel folders or `.keras` files (or run folders); several are av
 stderr one per line (`WHERE: reason`), everything else is still predicted, and the exit status is 1.
 CSV output has one row per input data row, in order (Kaggle's submission shape); an unreadable row
 keeps its place with empty cells. Image output has one row per image (per face with
---detect-faces); an unreadable image, or one where no face is found, gets no row.
+--detect-faces); a missing or unreadable image, a folder without images, or an image where no
+face is found gets no row. The output is always written, with only its header when nothing was predicted.
 """
 
 import argparse
@@ -22,12 +23,12 @@ import tensorflow as tf
 from scipy.special import softmax
 
 from fer_keras import faces
-from fer_keras.cli import keras_verbosity, user_errors
+from fer_keras.cli import ArgumentParser, keras_verbosity, user_errors
 from fer_keras.constants import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
 from fer_keras.data import load_fer2013
 from fer_keras.errors import FerError
-from fer_keras.saving import is_savedmodel, load_keras_model
-from fer_keras.io import atomic_path
+from fer_keras.io import atomic_path, check_output
+from fer_keras.saving import is_savedmodel, load_keras_model, load_savedmodel
 
 
 def load_predictor(path):
@@ -36,8 +37,8 @@ def load_predictor(path):
     `path` is a SavedModel folder (its `serving_default` signature) or a `.keras` file / run folder.
     """
     if is_savedmodel(path):
-        loaded = tf.saved_model.load(str(path))
-        return lambda x: loaded.signatures["serving_default"](image=tf.constant(x))["probabilities"].numpy()
+        serve = load_savedmodel(path)
+        return lambda x: serve(image=tf.constant(x))["probabilities"].numpy()
     model = load_keras_model(path)
     return lambda x: softmax(np.asarray(model.predict_on_batch(x), np.float32), axis=-1)
 
@@ -88,24 +89,29 @@ def _with_bad_rows(table, data):
 
 
 def collect_images(paths):
-    """Files named in `paths`, folders expanded to the image files inside them (recursively, sorted)."""
+    """`(files, problems)`: the files named in `paths`, folders expanded to the image files inside them
+    (recursively, sorted); a missing path or a folder without image files is a problem."""
     extensions = faces.image_extensions()
-    files = []
+    files, problems = [], []
     for path in map(Path, paths):
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+            files += found
+            if not found:
+                problems.append(f"{path}: no image files in this folder")
         elif path.exists():
             files.append(path)
         else:
-            raise FileNotFoundError(f"no such file or folder: {path}")
-    return files
+            problems.append(f"{path}: no such file or folder")
+    return files, problems
 
 
 def predict_images(predictors, paths, *, detect=False, batch_size=256, tta=False, probabilities=False):
     """Predictions for image files, or for every face found in them: (DataFrame, problems)."""
     columns = ["file", "x", "y", "w", "h"] if detect else ["file"]
-    rows, crops, problems = [], [], []
-    for path in collect_images(paths):
+    rows, crops = [], []
+    files, problems = collect_images(paths)
+    for path in files:
         try:
             gray = faces.read_gray(path)
         except FerError as exc:
@@ -134,7 +140,7 @@ def write_csv(table, path):
 
 
 def _parse_args(argv):
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m fer_keras.predict", description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -160,6 +166,7 @@ def _parse_args(argv):
 @user_errors
 def main(argv=None):
     args = _parse_args(argv)
+    check_output(args.out)
     predictors = [load_predictor(path) for path in args.model]
     options = {"batch_size": args.batch_size, "tta": args.tta, "probabilities": args.probabilities}
     if args.csv:

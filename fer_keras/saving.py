@@ -1,13 +1,18 @@
-"""Finding and loading a run's Keras model: a `.keras` file, or a run folder holding `model.keras`."""
+"""Finding and loading a run's models: a `.keras` file (or a run folder holding `model.keras`), and a
+SavedModel folder written by `fer_keras.export`. A file that cannot be loaded is a FerError naming it."""
 
+import zipfile
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
 import fer_keras.models  # noqa: F401  (registers the zoo's custom layers for loading .keras files)
+from fer_keras.constants import IMAGE_SHAPE, NUM_CLASSES
 from fer_keras.errors import FerError
 
 MODEL_FILE = "model.keras"
+SERVING_SIGNATURE = "serving_default"
 
 
 def resolve_model_file(path):
@@ -25,8 +30,57 @@ def resolve_model_file(path):
 
 
 def load_keras_model(path):
-    """Load a `.keras` model (or a run folder's); importing fer_keras.models registered its custom layers."""
-    return keras.saving.load_model(resolve_model_file(path), compile=False)
+    """Load a `.keras` model (or a run folder's) in Keras' safe mode; importing fer_keras.models
+    registered its custom layers. A corrupt file, or one holding Python code, is a FerError."""
+    path = resolve_model_file(path)
+    if not zipfile.is_zipfile(path):  # Keras would call this "File not found"
+        raise _unreadable(path, "not a zip archive")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # noqa: BLE001  (zip, JSON, HDF5 and config errors all mean a bad file)
+        if "safe_mode=False" in str(exc):
+            raise FerError(f"{path} holds Python code (a Lambda layer) and is not loaded in safe mode, which "
+                           "fer_keras always uses; rebuild the model without Lambda layers") from None
+        raise _unreadable(path, _short(exc)) from None
+
+
+def _unreadable(path, reason):
+    return FerError(f"{path} is not a readable Keras model file (corrupt or truncated: {reason})")
+
+
+def _short(exc, limit=160):
+    """The first line of an exception's message, at most `limit` characters."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def load_savedmodel(path):
+    """The `serving_default` function of a SavedModel folder written by `fer_keras.export`: float32
+    images (N, 48, 48, 1) as `image` -> {"probabilities": (N, 7)}. Loading runs the SavedModel's own graph."""
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as exc:  # noqa: BLE001  (protobuf, tag and graph errors all mean a bad folder)
+        raise FerError(f"{path} is not a readable SavedModel (corrupt or truncated: {_short(exc)})") from None
+    serve = loaded.signatures.get(SERVING_SIGNATURE)
+    if serve is None or not _serves_faces(serve):
+        found = ", ".join(f"{name}({', '.join(sig.structured_input_signature[1])})"
+                          for name, sig in loaded.signatures.items()) or "none"
+        raise FerError(f"{path} is not a fer_keras SavedModel: it needs a {SERVING_SIGNATURE} signature taking "
+                       f"float32 image [N, 48, 48, 1] and returning probabilities [N, {NUM_CLASSES}] (signatures: {found})")
+    return serve
+
+
+def _serves_faces(signature):
+    """Whether a concrete function takes only `image` (N, 48, 48, 1) and returns `probabilities` (N, 7)."""
+    inputs = signature.structured_input_signature[1]
+    outputs = signature.structured_outputs
+    return (
+        set(inputs) == {"image"}
+        and inputs["image"].dtype == tf.float32
+        and inputs["image"].shape.is_compatible_with((None, *IMAGE_SHAPE))
+        and "probabilities" in outputs
+        and outputs["probabilities"].shape.is_compatible_with((None, NUM_CLASSES))
+    )
 
 
 def is_savedmodel(path):

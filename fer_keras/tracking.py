@@ -1,7 +1,8 @@
 """Weights & Biases tracking of a run; a failure inside W&B prints a warning and never stops training.
 
 Offline runs (no API key, or `--wandb offline`) are written under the run folder, or under
-`$WANDB_DIR`, and can be uploaded later with `wandb sync`. `read_offline_run` reads one back.
+`$WANDB_DIR`, and can be uploaded later with `wandb sync`; the tests read one back with
+`read_offline_run` in tests/wandb_offline.py.
 """
 
 import functools

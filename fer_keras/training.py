@@ -1,5 +1,5 @@
-"""The reusable pieces of a training run (data, pipelines, compiled model), shared by
-`fer_keras.train` and `tuning/` so there is a single training path."""
+"""The pieces of a training run (data, pipelines, compiled model) that `fer_keras.runner` puts
+together for `fer_keras.train` and every tuning trial."""
 
 import math
 
@@ -8,23 +8,32 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from fer_keras.augment import build_augmenter
+from fer_keras.config import DATA_ENV
 from fer_keras.data import class_weights, default_data, load_fer2013, make_dataset, split_data
 from fer_keras.errors import FerError
 from fer_keras.losses import build_loss
 from fer_keras.models import build_model
-from fer_keras.optim import build_optimizer
+from fer_keras.optim import build_optimizer, schedule_callbacks
 
 
 def load_splits(cfg):
     """The labelled dataset of `cfg["data"]` (synthetic default when None), cut to `cfg["limit"]`
-    rows, split into train/val(/test) by Usage or by `val_fraction`."""
+    rows, split into train/val(/test) by Usage or by `val_fraction` (with `overfit_check`, N training
+    faces as both train and val); says which data it uses."""
     path = cfg["data"] or default_data()
+    print(f"data: {path}" if cfg["data"] else
+          f"data: the embedded synthetic set {path} (no --data given and ${DATA_ENV} unset)")
     data = load_fer2013(path)
     if data.labels is None:
         raise FerError(f"{path} has no emotion labels: training needs them")
     if cfg["limit"]:
         data = data.subset(stratified_sample(data, cfg["limit"], cfg["seed"]))
-    return split_data(data, val_fraction=cfg["val_fraction"], seed=cfg["seed"])
+    splits = split_data(data, val_fraction=cfg["val_fraction"], seed=cfg["seed"])
+    if cfg["overfit_check"]:  # train and validate on the same few faces
+        train = splits["train"]
+        sample = train.subset(stratified_sample(train, cfg["overfit_check"], cfg["seed"]))
+        splits = {"train": sample, "val": sample}
+    return splits
 
 
 def stratified_sample(data, n, seed):
@@ -56,10 +65,15 @@ def make_datasets(cfg, splits):
         seed=cfg["seed"],
         augment=augment,
         sampling=cfg["sampling"],
-        class_weights=class_weights(train.labels) if cfg["class_weight"] else None,
     )
     val_ds = make_dataset(val.images, val.labels, batch_size=cfg["batch_size"])
-    return train_ds, val_ds, {"epochs": cfg["epochs"], "shuffle": False}  # the pipeline shuffles
+    fit_kwargs = {
+        "epochs": cfg["epochs"],
+        "shuffle": False,  # the pipeline shuffles
+        # Keras weighs each sample by its label's argmax class, as MixUp/CutMix soft labels need.
+        "class_weight": class_weights(train.labels) if cfg["class_weight"] else None,
+    }
+    return train_ds, val_ds, fit_kwargs
 
 
 def steps_per_epoch(cfg, splits):
@@ -69,7 +83,8 @@ def steps_per_epoch(cfg, splits):
 
 
 def build_compiled_model(cfg, steps_per_epoch, train_labels=None):
-    """The configured architecture, compiled with its optimizer, schedule, loss and metrics.
+    """`(model, schedule_callbacks)`: the configured architecture compiled with its optimizer,
+    schedule, loss and metrics, and the callbacks its schedule needs during `fit` (plateau).
 
     Sets the dtype policy first (so it also works after `keras.backend.clear_session()`).
     `train_labels` are needed only for `focal_alpha: balanced`. Metrics: accuracy and macro F1
@@ -88,4 +103,4 @@ def build_compiled_model(cfg, steps_per_epoch, train_labels=None):
             keras.metrics.F1Score(average="macro", name="f1_score"),
         ],
     )
-    return model
+    return model, schedule_callbacks(cfg)

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fer_keras.paths import find_real_data
+
 REPO = Path(__file__).resolve().parent.parent
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -17,31 +19,38 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 @pytest.fixture(autouse=True)
 def _seed():
-    """Every test starts from the same seeds (Python, NumPy, TensorFlow/Keras)."""
+    """Every test starts from the same seeds (Python, NumPy, TensorFlow/Keras), and leaves the
+    global dtype policy as it found it (a bf16 run sets it)."""
     import keras
 
     random.seed(0)
     np.random.seed(0)
     keras.utils.set_random_seed(0)
-    yield
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 @pytest.fixture(autouse=True)
 def _test_environment(tmp_path_factory, monkeypatch):
     """The environment of every test and of the processes it starts: the decode cache and W&B files
-    out of the user's home, this checkout importable, no cluster from the caller's TF_CONFIG."""
+    out of the user's home, this checkout importable, no cluster from the caller's TF_CONFIG, and
+    no FER2013_CSV (which would make every run without --data train on the real set)."""
     monkeypatch.setenv("FER_KERAS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.setenv("WANDB_DIR", str(tmp_path_factory.getbasetemp() / "wandb"))
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.delenv("FER2013_CSV", raising=False)
+
+
+REAL_FER2013 = find_real_data()  # read before any test removes FER2013_CSV
 
 
 @pytest.fixture(scope="session")
 def real_fer2013():
     """Path to the real `fer2013.csv.gz`; skips where it is absent."""
-    from fer_keras.paths import find_real_data
-
-    path = find_real_data()
+    path = REAL_FER2013
     if path is None:
         pytest.skip("real FER2013 absent: set FER2013_CSV or put fer2013.csv.gz in ../shared/data")
     return path

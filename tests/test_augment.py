@@ -1,12 +1,15 @@
-"""Augmentation presets: each changes training batches only, keeps shape and range, is seeded."""
+"""Augmentation presets: each changes training batches only, keeps shape and range, is seeded; the
+`python -m fer_keras.augment preview` grid."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
-from fer_keras.augment import PRESETS, build_augmenter, save_augment_grid
+from fer_keras.augment import PRESETS, build_augmenter, main, save_augment_grid
 from fer_keras.data.pipeline import make_dataset
+from fer_keras.data.synthetic import write_synthetic_csv
 from fer_keras.errors import FerError
 
 BATCH = 16
@@ -31,7 +34,7 @@ def apply(augment, images, labels, where):
 
 
 def test_presets_and_nothing_to_do():
-    assert PRESETS == ("none", "light", "strong")
+    assert "none" in PRESETS and all((build_augmenter(p) is None) == (p == "none") for p in PRESETS)
     assert build_augmenter() is None
     assert build_augmenter("none", mixup=0.0, cutmix=0.0) is None
     assert build_augmenter("none", mixup=0.2) is not None
@@ -119,3 +122,26 @@ def test_save_augment_grid_writes_png(batch, tmp_path):
     save_augment_grid(batch[0][:3], "light", path, seed=0)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in path.parent.iterdir() if p != path]  # no temporary left behind
+
+
+def test_preview_cli_draws_a_preset_on_sample_faces(tmp_path, capsys):
+    data = tmp_path / "faces.csv"
+    write_synthetic_csv(data, n=40, seed=0)
+    grids = {}
+    for name, n, seed in [("a", 3, 1), ("again", 3, 1), ("other_seed", 3, 2), ("more", 5, 1)]:
+        grids[name] = tmp_path / f"{name}.png"
+        assert main(["preview", "--preset", "strong", "--data", str(data), "--n", str(n), "--seed", str(seed),
+                     "--out", str(grids[name])]) == 0
+    assert f"preset strong drawn on 3 faces: {grids['a']}" in capsys.readouterr().out
+    assert grids["a"].read_bytes() == grids["again"].read_bytes()
+    assert grids["a"].read_bytes() != grids["other_seed"].read_bytes()
+    with Image.open(grids["a"]) as three, Image.open(grids["more"]) as five:
+        assert three.format == "PNG" and three.width == five.width and five.height - three.height == 200  # a row each
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["faces.csv", *(f"{n}.png" for n in grids)])
+
+
+def test_preview_cli_defaults_to_the_synthetic_data(tmp_path):
+    out = tmp_path / "grid.png"
+    assert main(["preview", "--preset", "light", "--n", "2", "--out", str(out)]) == 0
+    with Image.open(out) as grid:
+        assert grid.format == "PNG" and grid.size == (600, 230)

@@ -132,7 +132,10 @@ BAD_ROWS = {
     "value over 255": (lambda p: f"2,300 {p.split(' ', 1)[1]},Training", "pixel 1 is 300, outside 0-255"),
     "four digits": (lambda p: f"2,{p.rsplit(' ', 1)[0]} 1234,Training", "pixel 2304 is 1234, outside 0-255"),
     "negative value": (lambda p: f"2,-5 {p.split(' ', 1)[1]},Training", "pixel 1 is -5, outside 0-255"),
+    "thousands of digits": (lambda p: f"2,{'9' * 5000} {p.split(' ', 1)[1]},Training",  # int() refuses 4301+
+                            "pixel 1 is 99999999... (5000 digits), outside 0-255"),
     "label outside 0-6": (lambda p: f"7,{p},Training", "label 7 is outside 0-6"),
+    "label of thousands of digits": (lambda p: f"{'1' * 5000},{p},Training", "label 11111111... (5000 digits) is"),
     "label not an integer": (lambda p: f"happy,{p},Training", "label 'happy' is not an integer"),
     "wrong field count": (lambda p: f"2,{p}", "2 fields, expected 3"),
     "unknown Usage": (lambda p: f"2,{p},Validation", "Usage 'Validation' is not one of"),

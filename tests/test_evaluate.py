@@ -138,7 +138,7 @@ def test_evaluate_model_and_write_evaluation(tmp_path, synthetic_csv, tiny_run):
 
 def test_evaluate_cli_on_a_run_folder(tiny_run, synthetic_csv, capsys):
     run, model = tiny_run
-    main([str(run), "--split", "PublicTest", "--batch-size", "64"])
+    assert main([str(run), "--split", "PublicTest", "--batch-size", "64"]) == 0
     metrics = json.loads((run / "eval-val" / "metrics.json").read_text())
     expected = evaluate_model(model, {"val": split_data(load_fer2013(synthetic_csv))["val"]}, verbose=0)["val"]
     assert metrics["val"]["accuracy"] == pytest.approx(expected["accuracy"])
@@ -150,7 +150,8 @@ def test_evaluate_cli_on_a_run_folder(tiny_run, synthetic_csv, capsys):
 
 def test_evaluate_cli_on_a_model_file_with_data_and_out(tiny_run, synthetic_csv, tmp_path):
     run, _ = tiny_run
-    main([str(run / "model.keras"), "--data", str(synthetic_csv), "--split", "test", "--out", str(tmp_path / "ev")])
+    assert main([str(run / "model.keras"), "--data", str(synthetic_csv), "--split", "test",
+                 "--out", str(tmp_path / "ev")]) == 0
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["test"]["n"] == int((load_fer2013(synthetic_csv).usage == "PrivateTest").sum())
     assert (tmp_path / "ev" / "classification_report.txt").read_text().startswith("== test")

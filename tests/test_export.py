@@ -1,6 +1,7 @@
 """SavedModel export: round trip in a process without fer_keras, string signature, bf16, CLI."""
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -186,3 +187,49 @@ def test_cli_reports_missing_model(tmp_path, capsys):
         main([str(tmp_path / "nothing.keras")])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+# Exports to argv[1], killed (SIGKILL) once the SavedModel is written but before it is renamed into place.
+KILLED_EXPORT = textwrap.dedent(
+    """
+    import os, signal, sys
+    from fer_keras import export
+    from fer_keras.models import build_model
+
+    export._replace_dir = lambda src, dst: os.kill(os.getpid(), signal.SIGKILL)
+    export.export_savedmodel(build_model("tiny_cnn"), sys.argv[1])
+    """
+)
+
+
+def test_export_removes_temporary_folders_of_killed_exports_only(tmp_path):
+    out = tmp_path / "sm"
+    done = subprocess.run([sys.executable, "-c", KILLED_EXPORT, str(out)], timeout=300)
+    assert done.returncode == -signal.SIGKILL
+    orphans = [p.name for p in tmp_path.iterdir()]
+    assert len(orphans) == 1 and orphans[0].startswith(".sm-tmp-"), orphans
+    assert (tmp_path / orphans[0] / "saved_model.pb").exists()
+    kept = [".sm-tmp-1-abcd1234", ".sm-backup", ".sm-tmp-x-abcd1234", ".other-tmp-999999999-abcd1234", "sm-old"]
+    for name in kept:  # pid 1 is always running; the others are not this export's temporary folders
+        (tmp_path / name).mkdir()
+    (tmp_path / ".sm-old-999999999-abcd1234").write_text("a file, not a folder")
+    kept.append(".sm-old-999999999-abcd1234")
+
+    export_savedmodel(build_model("tiny_cnn"), out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["sm"])
+    assert (out / "saved_model.pb").exists()
+
+
+def test_export_refuses_to_replace_a_folder_that_is_not_a_savedmodel(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    build_model("tiny_cnn").save(run / "model.keras")
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "holiday.jpg").write_bytes(b"precious")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(run), "--out", str(tmp_path / "photos")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'photos'} holds files but is not a SavedModel: " \
+                                      "not replacing it with the export\n"
+    assert (tmp_path / "photos" / "holiday.jpg").read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos", "run"]

@@ -173,9 +173,21 @@ def test_none_hyperparameters_keep_the_defaults():
     assert build_model("resnet_fer", dropout=None, widths=None).get_config() == build_model("resnet_fer").get_config()
 
 
-def test_weight_decay_adds_regularisation_losses():
+def test_l2_adds_regularisation_losses_and_the_old_name_is_refused_with_a_hint():
     assert not build_model("deep_cnn").losses
-    assert len(build_model("deep_cnn", weight_decay=1e-4).losses) == 8
+    assert len(build_model("deep_cnn", l2=1e-4).losses) == 8
+    with pytest.raises(ValueError, match="no hyperparameter weight_decay: the builders' L2 penalty is now `l2`"):
+        build_model("deep_cnn", weight_decay=1e-4)
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("dropout", "abc", "a finite number"), ("dropout", float("inf"), "a finite number"),
+    ("widths", [32, 0.5], "a list of integers"), ("dense_units", 128, "a list of integers"),
+])
+def test_hyperparameters_of_the_wrong_kind_are_refused_naming_the_kind(key, value, expected):
+    with pytest.raises(ValueError, match=f"'simple_cnn' hyperparameter {key}: expected {expected}"):
+        build_model("simple_cnn", **{key: value})
+    assert build_model("simple_cnn", dropout=1).name == "simple_cnn"  # an int where a float goes
 
 
 def test_unknown_model_lists_the_known_ones():

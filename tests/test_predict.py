@@ -1,11 +1,19 @@
-"""`python -m fer_keras.predict`: CSV and image inputs, face detection, TTA, ensembles, bad inputs."""
+"""`python -m fer_keras.predict`: CSV and image inputs, face detection, TTA, ensembles, bad inputs
+(also fuzzed with Hypothesis), bad models."""
 
+import contextlib
 import gzip
+import io
+import tempfile
+from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from fer_keras.constants import CLASS_NAMES, IMAGE_SHAPE
@@ -166,6 +174,61 @@ def test_bad_images_are_reported_and_the_rest_predicted(models, tmp_path, capsys
     assert list(table.columns) == ["file", "emotion", "class_name"]
 
 
+def test_missing_files_and_empty_folders_are_reported_and_the_rest_predicted(models, tmp_path, capsys):
+    good = tmp_path / "good.png"
+    Image.fromarray(_faces(1, seed=8)[0, ..., 0]).save(good)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images in here")
+    missing = tmp_path / "missing.png"
+    out = tmp_path / "pred.csv"
+    status, stdout, err = _run(["--model", models["keras"], "--images", str(missing), str(good), str(empty),
+                                "--out", str(out)], capsys)
+    assert status == 1
+    assert err.splitlines() == [f"{missing}: no such file or folder", f"{empty}: no image files in this folder"]
+    assert list(pd.read_csv(out)["file"]) == [str(good)]
+    assert "1 rows written" in stdout
+
+
+def test_nothing_to_predict_writes_a_header_only_csv_and_exits_1(models, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "pred.csv"
+    out.write_text("predictions of an earlier run\n")
+    status, _, err = _run(["--model", models["keras"], "--images", str(empty), "--out", str(out)], capsys)
+    assert status == 1
+    assert err == f"{empty}: no image files in this folder\n"
+    assert out.read_text() == "file,emotion,class_name\n"
+
+
+def _foreign_savedmodel(path):
+    """A valid SavedModel whose serving_default takes `x`, not `image`."""
+    module = tf.Module()
+    module.serve = tf.function(lambda x: {"y": x * 2}, input_signature=[tf.TensorSpec((None, 3), tf.float32, name="x")])
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+
+
+@pytest.mark.parametrize("case, says", [
+    ("random_pb", "is not a readable SavedModel (corrupt or truncated: "),
+    ("foreign", "is not a fer_keras SavedModel: it needs a serving_default signature taking float32 image"),
+])
+def test_bad_savedmodel_is_one_error_line(case, says, tmp_path, capsys):
+    saved = tmp_path / "saved"
+    if case == "random_pb":
+        saved.mkdir()
+        (saved / "saved_model.pb").write_bytes(np.random.default_rng(0).bytes(3000))
+    else:
+        _foreign_savedmodel(saved)
+    image = tmp_path / "face.png"
+    Image.fromarray(_faces(1)[0, ..., 0]).save(image)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", str(saved), "--images", str(image), "--out", str(tmp_path / "o.csv")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {saved} {says}") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "o.csv").exists()
+
+
 def test_tta_and_ensemble_give_valid_averaged_probabilities(models, tmp_path, capsys):
     images = _faces(10, seed=7)
     src = tmp_path / "test.csv"
@@ -214,3 +277,48 @@ def test_detect_faces_finds_pasted_faces(real_faces, models, tmp_path, capsys):
         centre = box[:2] + box[2:] / 2
         np.testing.assert_allclose(centre, (x + 72, y + 72), atol=25)
         assert 90 <= box[2] <= 200
+
+
+# --- fuzzing `--images`: any bytes give a row or a one-line report, never a traceback ---------------
+
+def _encoded(fmt, mode, width, height, seed):
+    """A small random image encoded as PNG or JPEG."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@st.composite
+def image_files(draw):
+    """`(bytes, valid)`: a valid tiny PNG/JPEG, one cut short (header included), or random bytes."""
+    kind = draw(st.sampled_from(["valid", "truncated", "random"]))
+    if kind == "random":
+        return draw(st.binary(max_size=600)), False
+    fmt, mode = draw(st.sampled_from([("PNG", "L"), ("PNG", "RGBA"), ("PNG", "I;16"), ("JPEG", "RGB"), ("JPEG", "L")]))
+    content = _encoded(fmt, mode, draw(st.integers(1, 60)), draw(st.integers(1, 60)), draw(st.integers(0, 9)))
+    if kind == "valid":
+        return content, True
+    return content[: draw(st.integers(0, len(content) - 1))], False
+
+
+@settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(image_files(), min_size=1, max_size=4), st.sampled_from([".png", ".jpg", ".bin"]))
+def test_fuzzed_images_give_rows_or_one_line_reports(models, files, suffix):
+    with tempfile.TemporaryDirectory() as folder:
+        paths = [Path(folder) / f"{i}{suffix}" for i in range(len(files))]
+        for path, (content, _) in zip(paths, files):
+            path.write_bytes(content)
+        out = Path(folder) / "pred.csv"
+        err = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            status = main(["--model", models["other"], "--images", *map(str, paths), "--out", str(out),
+                           "--probabilities"])
+        table = pd.read_csv(out)
+        reported = [line.split(": ", 1)[0] for line in err.getvalue().splitlines() if ": cannot read image" in line]
+        predicted = list(table["file"])
+    assert sorted(predicted + reported) == sorted(map(str, paths)), "every file is predicted or reported, once"
+    assert set(predicted) >= {str(path) for path, (_, valid) in zip(paths, files) if valid}
+    assert status == (1 if reported else 0)
+    if predicted:
+        _assert_probabilities(table)

@@ -1,5 +1,7 @@
-"""Training: config resolution, optimizer/schedule/loss factories, full runs on synthetic and real
-data, resume after a kill, NaN stop, tf.distribute strategies."""
+"""Training runs through fer_keras.train and the one orchestrator (fer_keras.runner): full runs on
+synthetic and real data, what each option changes, resume after a kill, NaN stop, one process per
+run folder, runs that fail early, and tf.distribute strategies. Option and config tests are in
+test_config.py."""
 
 import json
 import os
@@ -14,25 +16,22 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import yaml
 
-from fer_keras import config as config_lib
 from fer_keras import training
 from fer_keras.callbacks import read_history, training_callbacks
-from fer_keras.config import coerce, load_recipe, parse_assignments, resolve_config
+from fer_keras.config import resolve_config
 from fer_keras.constants import NUM_CLASSES
 from fer_keras.data import default_data, load_fer2013
 from fer_keras.errors import FerError
 from fer_keras.saving import load_keras_model
-from fer_keras.losses import build_loss
-from fer_keras.models import default_hparams
-from fer_keras.optim import OPTIMIZERS, LinearWarmup, build_optimizer, learning_rate, schedule_callbacks
-from fer_keras.wandb_offline import read_offline_run
-from fer_keras.train import main, overfit_config, parse_args, train
+from fer_keras.train import main, train
+from wandb_offline import read_offline_run
 
 # Small and fast: every training test runs on a few hundred synthetic faces.
 QUICK = {"model": "tiny_cnn", "limit": 400, "epochs": 1, "batch_size": 32, "wandb": "disabled",
          "export": False}
+QUICK_ARGS = ["--model", "tiny_cnn", "--limit", "400", "--epochs", "1", "--batch-size", "32", "--wandb", "disabled",
+              "--no-export"]
 
 
 def quick_cfg(tmp_path, **overrides):
@@ -41,184 +40,6 @@ def quick_cfg(tmp_path, **overrides):
 
 def cli(*args):
     return [sys.executable, "-m", "fer_keras.train", *args]
-
-
-# --- config -------------------------------------------------------------------------------------
-
-
-def test_resolution_order_defaults_recipe_file_flags(tmp_path):
-    recipe = load_recipe("resnet_fer")
-    config_file = tmp_path / "cfg.yaml"
-    config_file.write_text(yaml.safe_dump({
-        "recipe": "resnet_fer", "schedule": "cosine", "learning_rate": 0.01, "model_args": {"dropout": 0.1},
-    }))
-    overrides, path = parse_args(
-        ["--config", str(config_file), "--learning-rate", "2e-2", "--set", "depth=1"]
-    )
-    cfg = resolve_config(overrides, path)
-    assert cfg["recipe"] == "resnet_fer"
-    # recipe over defaults
-    assert cfg["early_stopping"] == recipe["early_stopping"] != config_lib.DEFAULTS["early_stopping"]
-    assert cfg["schedule"] == "cosine" != recipe["schedule"]  # file over recipe
-    assert cfg["learning_rate"] == 0.02  # flag over file
-    assert cfg["model_args"] == {"dropout": 0.1, "depth": 1}  # merged across layers
-    assert cfg["momentum"] == config_lib.DEFAULTS["momentum"]
-    # A later layer switching the model drops the builder arguments meant for the previous one.
-    assert resolve_config({"recipe": "resnet_fer", "model": "tiny_cnn"}, config_file)["model_args"] == {}
-
-
-def test_flags_are_coerced_to_config_types():
-    overrides, _ = parse_args([
-        "--set", "dropout=0.3", "widths=[16, 32]", "--learning-rate", "1e-3", "--epochs", "3",
-        "--nesterov", "--clipnorm", "none", "--tags", "a", "b", "--focal-alpha", "balanced",
-        "--no-export", "--warmup-epochs", "2",
-    ])
-    cfg = resolve_config(overrides)
-    assert cfg["model_args"] == {"dropout": 0.3, "widths": [16, 32]}
-    assert (cfg["learning_rate"], cfg["epochs"], cfg["nesterov"], cfg["clipnorm"]) == (0.001, 3, True, None)
-    assert cfg["tags"] == ["a", "b"] and cfg["focal_alpha"] == "balanced" and cfg["export"] is False
-    assert cfg["warmup_epochs"] == 2.0 and isinstance(cfg["warmup_epochs"], float)
-    texts = ("7", "0.5", "true", "null", "adam", "[1, 2]")
-    assert [coerce(t) for t in texts] == [7, 0.5, True, None, "adam", [1, 2]]
-    with pytest.raises(FerError, match="KEY=VALUE"):
-        parse_assignments(["dropout"])
-
-
-@pytest.mark.parametrize(
-    "overrides, message",
-    [
-        ({"learnig_rate": 0.1}, "unknown config key 'learnig_rate'.*learning_rate"),
-        ({"optimizer": "adamx"}, "'optimizer': expected one of adam, adamw, sgd, rmsprop, got 'adamx'"),
-        ({"epochs": 1.5}, "'epochs': expected an integer"),
-        ({"learning_rate": "fast"}, "'learning_rate': expected a number"),
-        ({"focal_alpha": [1, 2]}, "'focal_alpha'"),
-        ({"class_weight": "balanced", "sampling": "balanced"}, "one way to balance"),
-        ({"recipe": "nope"}, "unknown recipe 'nope'; known recipes: .*default"),
-        ({"model_args": {"widht": 3}}, "model 'simple_cnn' has no hyperparameter widht; it takes: "),
-    ],
-)
-def test_bad_config_fails_naming_the_key(overrides, message):
-    with pytest.raises(FerError, match=message):
-        resolve_config(overrides)
-
-
-def test_help_lists_every_config_key(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--help"])
-    assert exit_info.value.code == 0
-    text = capsys.readouterr().out
-    for key in config_lib.DEFAULTS:
-        assert "--set" in text if key == "model_args" else f"--{key.replace('_', '-')}" in text, key
-
-
-def test_cli_reports_config_errors(tmp_path, capsys):
-    bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"epoch": 3}))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--config", str(bad)])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: unknown config key 'epoch' in config file") and "epochs" in err
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--model", "no_such_net", "--limit", "50", "--wandb", "disabled", "--out", str(tmp_path / "r")])
-    assert exit_info.value.code == 2
-    assert "config key 'model': unknown model 'no_such_net'; known models: " in capsys.readouterr().err
-
-
-def test_recipes_are_documented_and_valid():
-    names = config_lib.list_recipes()
-    assert "default" in names and len(names) >= 6
-    for name in names:
-        text = (config_lib.RECIPES_DIR / f"{name}.yaml").read_text()
-        assert text.startswith("# "), name
-        assert f"python -m fer_keras.train --recipe {name}" in text, name
-        cfg = resolve_config({"recipe": name})
-        assert set(cfg["model_args"]) <= set(default_hparams(cfg["model"])), name
-
-
-def test_overfit_config_switches_regularisation_off():
-    cfg = overfit_config(resolve_config({"recipe": "deep_cnn", "overfit_check": 32, "label_smoothing": 0.1}))
-    assert cfg["augment"] == "none" and cfg["class_weight"] is None and cfg["label_smoothing"] == 0.0
-    assert cfg["model_args"] == {"spatial_dropout": 0.0, "dropout": 0.0, "weight_decay": 0.0}
-
-
-# --- optimizers, schedules, losses --------------------------------------------------------------
-
-
-def lr_at(schedule, steps):
-    return [float(schedule(s)) if callable(schedule) else schedule for s in steps]
-
-
-@pytest.mark.parametrize(
-    "schedule, expected",
-    [  # steps 0, 5, 10, 20, 29 with 10 steps per epoch, 3 epochs, peak 0.1, 1 warm-up epoch
-        ("constant", [0.0, 0.05, 0.1, 0.1, 0.1]),
-        ("cosine", [0.0, 0.05, 0.1, 0.05, 0.1 * 0.5 * (1 + np.cos(np.pi * 19 / 20))]),
-        ("cosine_restarts", [0.0, 0.05, 0.1, 0.1, 0.1 * 0.5 * (1 + np.cos(np.pi * 9 / 10))]),
-    ],
-)
-def test_schedules_warm_up_linearly_then_follow_their_shape(schedule, expected):
-    cfg = resolve_config({"schedule": schedule, "learning_rate": 0.1, "epochs": 3, "warmup_epochs": 1,
-                          "restart_epochs": 1})
-    assert lr_at(learning_rate(cfg, 10), [0, 5, 10, 20, 29]) == pytest.approx(expected, abs=1e-6)
-    cold = resolve_config({**cfg, "warmup_epochs": 0.0})
-    assert lr_at(learning_rate(cold, 10), [0])[0] == pytest.approx(0.1)
-
-
-def test_warmup_schedule_serialises():
-    cfg = resolve_config({"schedule": "cosine_restarts", "warmup_epochs": 1, "restart_epochs": 2})
-    schedule = learning_rate(cfg, 10)
-    assert isinstance(schedule, LinearWarmup)
-    copy = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
-    assert lr_at(copy, [3, 17, 33]) == pytest.approx(lr_at(schedule, [3, 17, 33]))
-
-
-def test_plateau_uses_callbacks_with_epoch_warmup():
-    cfg = resolve_config(
-        {"schedule": "plateau", "learning_rate": 0.3, "warmup_epochs": 2, "plateau_factor": 0.2}
-    )
-    assert learning_rate(cfg, 10) == 0.3
-    warmup, plateau = schedule_callbacks(cfg)
-    assert [warmup.schedule(e, 0.123) for e in range(4)] == pytest.approx([0.1, 0.2, 0.3, 0.123])
-    assert isinstance(plateau, keras.callbacks.ReduceLROnPlateau) and plateau.factor == 0.2
-    assert schedule_callbacks(resolve_config({"schedule": "cosine"})) == []
-
-
-def test_optimizers_weight_decay_spares_biases_and_clipping():
-    cfg = resolve_config({"optimizer": "adamw", "weight_decay": 0.5, "learning_rate": 0.1, "clipnorm": 1.0})
-    optimizer = build_optimizer(cfg, 10)
-    assert isinstance(optimizer, keras.optimizers.AdamW) and optimizer.clipnorm == 1.0
-    kernel = keras.Variable(np.ones((2, 2), "float32"), name="kernel")
-    bias = keras.Variable(np.ones(2, "float32"), name="bias")
-    optimizer.apply_gradients([(np.zeros((2, 2), "float32"), kernel), (np.zeros(2, "float32"), bias)])
-    np.testing.assert_allclose(kernel.numpy(), 0.95)  # decayed by lr * weight_decay
-    np.testing.assert_allclose(bias.numpy(), 1.0)
-    sgd = build_optimizer(resolve_config({"optimizer": "sgd", "momentum": 0.8, "nesterov": True}), 10)
-    assert isinstance(sgd, keras.optimizers.SGD) and sgd.momentum == 0.8 and sgd.nesterov
-    for name, cls in OPTIMIZERS.items():  # weight decay 0 (the default) included
-        assert type(build_optimizer(resolve_config({"optimizer": name}), 10)) is cls
-
-
-def test_label_smoothing_and_focal_losses_on_one_hot():
-    logits = np.array([[2.0, 0.5, -1.0, 0, 0, 0, 0], [0.1, 0.2, 3.0, 0, 0, 0, 0]], "float32")
-    labels = np.eye(NUM_CLASSES, dtype="float32")[[0, 2]]
-    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    smoothed = labels * 0.9 + 0.1 / NUM_CLASSES
-    ce = build_loss(resolve_config({"label_smoothing": 0.1}))
-    assert float(ce(labels, logits)) == pytest.approx(-(smoothed * np.log(probs)).sum(1).mean(), rel=1e-5)
-
-    focal = build_loss(resolve_config({"loss": "focal", "focal_gamma": 2.0}))
-    expected = -(labels * (1 - probs) ** 2 * np.log(probs)).sum(1).mean()  # alpha 1, not Keras' 0.25
-    assert float(focal(labels, logits)) == pytest.approx(expected, rel=1e-5)
-
-    train_labels = np.array([0] * 30 + [2] * 5 + [1, 3, 4, 5, 6] * 4)
-    balanced = build_loss(resolve_config({"loss": "focal", "focal_alpha": "balanced"}), train_labels)
-    alpha = np.array(balanced.alpha)
-    assert alpha[0] < 1 < alpha[2] and np.mean(alpha[train_labels]) == pytest.approx(1.0)
-    per_sample = -(labels * (1 - probs) ** 2 * np.log(probs)).sum(1)
-    assert float(balanced(labels, logits)) == pytest.approx((alpha[[0, 2]] * per_sample).mean(), rel=1e-5)
-    with pytest.raises(FerError, match="training labels"):
-        build_loss(resolve_config({"loss": "focal", "focal_alpha": "balanced"}))
 
 
 # --- training runs ------------------------------------------------------------------------------
@@ -302,19 +123,45 @@ def test_training_options_run(tmp_path, overrides):
     conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
     assert conv.dtype_policy.name == cfg["precision"]
     assert model.output.dtype == "float32"
-    keras.mixed_precision.set_global_policy("float32")
 
 
-def test_sample_weights_follow_class_weights(tmp_path):
+def first_epoch(tmp_path, name, **overrides):
+    """The history row of a one-epoch tiny run of QUICK with `overrides` (augmentation off)."""
+    cfg = quick_cfg(tmp_path / name, augment="none", learning_rate=3e-3, **overrides)
+    train(cfg, verbose=0)
+    return read_history(Path(cfg["out"]) / "history.csv")[1][0]
+
+
+@pytest.mark.slow
+def test_training_options_change_what_is_trained(tmp_path):
+    """Each option reaches fit: the same run with it differs from the run without it as it must."""
+    base = first_epoch(tmp_path, "base")
+    assert float(base["learning_rate"]) == pytest.approx(3e-3)
+    # Warm-up over 2 of the run's 2 epochs: after the first, half the peak rate.
+    warm = first_epoch(tmp_path, "warm", epochs=2, warmup_epochs=2, schedule="constant")
+    assert float(warm["learning_rate"]) == pytest.approx(1.5e-3, rel=0.02)
+    # Class weights: the training loss is a weighted mean, so it moves; the labels' accuracy less so.
+    weighted = first_epoch(tmp_path, "weighted", class_weight="balanced")
+    assert abs(float(weighted["loss"]) - float(base["loss"])) > 0.01
+    # Focal alpha scales the focal loss (Adam's steps hardly change): half the loss of alpha 1.
+    focal = first_epoch(tmp_path, "focal", loss="focal")
+    half = first_epoch(tmp_path, "focal_half", loss="focal", focal_alpha=0.5)
+    assert float(half["loss"]) / float(focal["loss"]) == pytest.approx(0.5, rel=0.1)
+    # MixUp: the run's training batches carry soft labels.
+    cfg = quick_cfg(tmp_path, mixup=1.0)
+    _, labels = next(iter(training.make_datasets(cfg, training.load_splits(cfg))[0]))
+    assert labels.numpy().max(axis=1).mean() < 0.9 and labels.numpy().sum(axis=1) == pytest.approx(1.0)
+
+
+def test_class_weights_go_to_fit(tmp_path):
     cfg = quick_cfg(tmp_path, class_weight="balanced")
     splits = training.load_splits(cfg)
     train_ds, _, fit_kwargs = training.make_datasets(cfg, splits)
-    _, y, w = next(iter(train_ds))
     from fer_keras.data import class_weights
 
-    weights = class_weights(splits["train"].labels)
-    np.testing.assert_allclose(w.numpy(), [weights[c] for c in y.numpy().argmax(1)], rtol=1e-6)
-    assert fit_kwargs == {"epochs": 1, "shuffle": False}
+    assert fit_kwargs["class_weight"] == class_weights(splits["train"].labels)
+    assert len(next(iter(train_ds))) == 2  # (images, labels): Keras adds the sample weights
+    assert training.make_datasets(quick_cfg(tmp_path), splits)[2]["class_weight"] is None
     steps = training.steps_per_epoch(cfg, splits)
     assert int(train_ds.cardinality()) == steps == int(np.ceil(len(splits["train"]) / 32))
 
@@ -331,6 +178,100 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path, capsys):
     assert "(learning_rate 1e+12 may be too high)" in err
     assert "no epoch finished before it" in err
     assert not (out / "backup").exists() and not (out / "metrics.json").exists()
+    # Nothing finished, so nothing to protect: the corrected command trains in the same folder.
+    assert main([*args[:-4], "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["learning_rate"] == 1e-3
+
+
+def _error_line(capsys, argv):
+    """Run fer_keras.train; assert exit 2 with one `error:` line and return it."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_bad_data_does_not_lock_the_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    err = _error_line(capsys, [*QUICK_ARGS, "--data", str(tmp_path / "missing.csv"), "--out", str(out)])
+    assert "missing.csv" in err
+    assert main([*QUICK_ARGS, "--out", str(out)]) == 0
+
+
+def test_out_that_is_or_is_under_a_file_is_one_error_line(tmp_path, capsys):
+    file = tmp_path / "notes.txt"
+    file.write_text("keep me")
+    for out in (file, file / "run"):
+        assert str(file) in _error_line(capsys, [*QUICK_ARGS, "--out", str(out)])
+    assert file.read_text() == "keep me"
+
+
+def test_a_complete_run_stays_complete(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*QUICK_ARGS, "--out", str(out)]) == 0
+    record = {p.name: p.read_bytes() for p in (out / "metrics.json", out / "model.keras", out / "history.csv")}
+    (out / "backup").mkdir()  # as a kill during the final clean-up leaves it
+    capsys.readouterr()
+    assert main([*QUICK_ARGS, "--out", str(out)]) == 0
+    assert "already complete" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in (out / "metrics.json", out / "model.keras", out / "history.csv")} == record
+    assert not (out / "backup").exists()
+
+
+def _start_and_wait_for_first_epoch(args, history, **popen):
+    """A `fer_keras.train` process past its first epoch (its history row written)."""
+    proc = subprocess.Popen(cli(*args), stdout=subprocess.DEVNULL, **popen)
+    deadline = time.time() + 240
+    while not read_history(history)[1] and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before the test could act on it"
+    return proc
+
+
+@pytest.mark.slow
+def test_one_process_per_run_folder_and_no_stale_lock(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--model", "tiny_cnn", "--limit", "2000", "--epochs", "50", "--wandb", "disabled", "--no-export",
+            "--out", str(out)]
+    first = _start_and_wait_for_first_epoch(args, out / "history.csv", stderr=subprocess.DEVNULL)
+    try:
+        err = _error_line(capsys, args)
+        assert f"{out} is in use by another training run (process {first.pid})" in err
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    from fer_keras.lock import folder_lock
+
+    with folder_lock(out):  # the killed process left no lock behind
+        pass
+    assert not (out / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_how_to_resume(tmp_path):
+    out = tmp_path / "run"
+    args = ["--model", "tiny_cnn", "--limit", "2000", "--epochs", "50", "--wandb", "disabled", "--no-export",
+            "--out", str(out)]
+    proc = _start_and_wait_for_first_epoch(args, out / "history.csv", stderr=subprocess.PIPE, text=True)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        "interrupted: run the same command again to resume from the last finished epoch")
+    assert (out / "backup").is_dir() and not (out / "metrics.json").exists()
+
+
+def test_fer2013_csv_selects_the_data_when_no_data_is_given(tmp_path, monkeypatch, capsys):
+    from fer_keras.data.synthetic import write_synthetic_csv
+
+    data = write_synthetic_csv(tmp_path / "mine.csv", n=500, seed=3)
+    monkeypatch.setenv("FER2013_CSV", str(data))
+    out = tmp_path / "run"
+    assert main([*QUICK_ARGS, "--out", str(out)]) == 0
+    assert f"data: {data}\n" in capsys.readouterr().out
+    assert json.loads((out / "config.json").read_text())["data"] == str(data)
 
 
 def test_nan_epoch_keeps_last_good_checkpoint(tmp_path):
@@ -338,7 +279,7 @@ def test_nan_epoch_keeps_last_good_checkpoint(tmp_path):
     out = Path(cfg["out"])
     splits = training.load_splits(cfg)
     train_ds, val_ds, _ = training.make_datasets(cfg, splits)
-    model = training.build_compiled_model(cfg, training.steps_per_epoch(cfg, splits))
+    model, _ = training.build_compiled_model(cfg, training.steps_per_epoch(cfg, splits))
     fit = {"validation_data": val_ds, "shuffle": False, "verbose": 0}
     model.fit(train_ds, epochs=1, callbacks=training_callbacks(cfg, out), **fit)
     good = (out / "model.keras").read_bytes()
@@ -553,7 +494,7 @@ cfg = resolve_config({"model": "tiny_cnn", "limit": 128, "epochs": 1, "batch_siz
 splits = training.load_splits(cfg)
 train_ds, val_ds, fit_kwargs = training.make_datasets(cfg, splits)
 with strategy.scope():
-    model = training.build_compiled_model(cfg, training.steps_per_epoch(cfg, splits))
+    model, _ = training.build_compiled_model(cfg, training.steps_per_epoch(cfg, splits))
 model.fit(train_ds, validation_data=val_ds, verbose=0, **fit_kwargs)
 print("MULTI_WORKER_FIT_OK")
 """

@@ -12,7 +12,7 @@ import keras_tuner as kt
 import pytest
 
 from fer_keras import config as config_lib
-from fer_keras.wandb_offline import read_offline_run
+from wandb_offline import read_offline_run
 from fer_keras import train as train_cli
 from fer_keras.data import default_data, load_fer2013
 from fer_keras.errors import FerError
@@ -128,9 +128,20 @@ def test_cli_reports_user_errors(tmp_path, capsys, extra, message):
 
 
 def test_cli_rejects_a_name_that_is_no_folder(tmp_path, capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         search.main(["--max-epochs", "2", "--out", str(tmp_path), "--name", "a/b"])
-    assert "--name" in capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: --name 'a/b': use letters, digits, '-' and '_' (it names a folder and W&B runs)\n"
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_search_folder_in_use_is_refused(tmp_path, capsys):
+    from fer_keras.lock import folder_lock
+
+    with folder_lock(tmp_path / "s", "search"), pytest.raises(SystemExit) as exit_info:
+        search.main(["--max-epochs", "2", "--out", str(tmp_path), "--name", "s", *TINY])
+    assert exit_info.value.code == 2
+    assert f"error: {tmp_path / 's'} is in use by another search (process {os.getpid()})" in capsys.readouterr().err
 
 
 def test_dry_run_prints_the_space(tmp_path, capsys):
@@ -142,7 +153,7 @@ def test_dry_run_prints_the_space(tmp_path, capsys):
 
 # --- a tiny Hyperband search end to end ----------------------------------------------------------
 
-# Every dimension but weight_decay (kept at 1e-4): fer_keras.optim cannot build AdamW with weight_decay 0.
+# Every training dimension but weight_decay, whose base value (1e-4, from --set) must reach the best config.
 HYPERBAND = [*TINY, "--tuner", "hyperband", "--max-epochs", "2", "--factor", "2", "--name", "hb",
              "--set", "weight_decay=1e-4", "--only", "widths", "learning_rate", "optimizer", "label_smoothing",
              "augment", "batch_size"]
@@ -190,6 +201,26 @@ def test_hyperband_search_writes_summary_and_best_config(hyperband_search):
     for key in ("learning_rate", "optimizer", "label_smoothing", "augment", "batch_size"):
         assert best_cfg[key] == values[key]
     assert best_cfg["weight_decay"] == 1e-4
+
+
+@pytest.mark.slow
+def test_every_trial_folder_holds_a_full_run_record(hyperband_search):
+    rows = {r["trial"]: r for r in _summary(hyperband_search)}
+    for trial_id in load_trials(hyperband_search):
+        trial_dir = hyperband_search / f"trial_{trial_id}"
+        metrics = json.loads((trial_dir / "metrics.json").read_text())
+        for split in ("train", "val", "test"):
+            assert {"accuracy", "loss", "macro_precision", "macro_recall", "macro_f1", "per_class",
+                    "confusion_matrix"} <= set(metrics[split]), split
+        assert metrics["train_val_gap"] == pytest.approx(metrics["train"]["accuracy"] - metrics["val"]["accuracy"])
+        assert metrics["params"] > 0 and metrics["wall_time"] > 0
+        assert "== test" in (trial_dir / "classification_report.txt").read_text()
+        assert {p.name for p in (trial_dir / "plots").glob("*.png")} == {
+            "history.png", "confusion_matrix_train.png", "confusion_matrix_val.png", "confusion_matrix_test.png"}
+        # One best checkpoint per trial (KerasTuner reloads it too), and the summary shows the record.
+        assert [p.name for p in trial_dir.glob("*checkpoint*")] == [] and (trial_dir / "model.keras").exists()
+        assert float(rows[trial_id]["params"]) == metrics["params"]
+        assert float(rows[trial_id]["test_accuracy"]) == pytest.approx(metrics["test"]["accuracy"])
 
 
 @pytest.mark.slow

@@ -5,88 +5,74 @@
 same command again resumes the search; trials already finished are not run again.
 """
 
-import argparse
+import contextlib
 import json
 import re
-import sys
 from pathlib import Path
 
 from fer_keras import config as config_lib
-from fer_keras.cli import keras_verbosity, user_errors
+from fer_keras.cli import ArgumentParser, keras_verbosity, user_errors
 from fer_keras.distribute import STRATEGIES, get_strategy
 from fer_keras.errors import FerError
 from fer_keras.io import write_json
+from fer_keras.lock import folder_lock
 from tuning import distributed
 from tuning.spaces import SearchSpace
 from tuning.summary import STATE_FILE, write_summary
 from tuning.tuner import OBJECTIVES, TUNERS, FerHyperModel, make_tuner
 
 TRIAL_STRATEGIES = tuple(s for s in STRATEGIES if s != "multi_worker")  # one process per trial
-# Base-config keys that may change when a search is resumed (they do not change results).
-RESUMABLE_CHANGES = ("wandb", "wandb_project", "tags", "name", "out", "group", "strategy")
 DEFAULT_MAX_TRIALS = 10
 DEFAULT_FACTOR = 3
+# Options that a search sets itself: per trial (epochs, run folder, W&B name, no export) or by its
+# own flags (several --model candidates).
+NOT_BASE_FLAGS = ("model", "epochs", "out", "name", "export", "overfit_check")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m tuning.search",
         description="Search hyperparameters of a fer_keras model with KerasTuner; every trial trains "
-        "like fer_keras.train and is its own W&B run. Rerun the same command to resume.",
+        "like fer_keras.train and is its own W&B run. Rerun the same command to resume. The base "
+        "config resolves like fer_keras.train's: defaults < --recipe < --config < --set < flags.",
     )
-    parser.add_argument("--model", nargs="+", metavar="NAME",
+    search = parser.add_argument_group("search")
+    search.add_argument("--model", nargs="+", metavar="NAME", dest="models",
                         help="architecture; several names make the architecture a searched dimension "
                         "(default: the recipe's/config's model, else simple_cnn)")
-    parser.add_argument("--tuner", choices=tuple(TUNERS), default="hyperband", help="search algorithm")
-    parser.add_argument("--max-epochs", type=int, required=True, metavar="N",
+    search.add_argument("--tuner", choices=tuple(TUNERS), default="hyperband", help="search algorithm")
+    search.add_argument("--max-epochs", type=int, required=True, metavar="N",
                         help="epochs of the longest trial (every trial's for random and bayesian)")
-    parser.add_argument("--factor", type=int, metavar="F", help=f"Hyperband reduction factor (default {DEFAULT_FACTOR})")
-    parser.add_argument("--max-trials", type=int, metavar="N",
+    search.add_argument("--factor", type=int, metavar="F", help=f"Hyperband reduction factor (default {DEFAULT_FACTOR})")
+    search.add_argument("--max-trials", type=int, metavar="N",
                         help=f"trials of a random or bayesian search (default {DEFAULT_MAX_TRIALS}); "
                         "may grow when resuming")
-    parser.add_argument("--objective", choices=tuple(OBJECTIVES), default="val_accuracy",
+    search.add_argument("--objective", choices=tuple(OBJECTIVES), default="val_accuracy",
                         help="validation metric to maximise (val_f1_score: macro F1)")
-    parser.add_argument("--only", nargs="+", metavar="PARAM",
+    search.add_argument("--only", nargs="+", metavar="PARAM",
                         help="search only these hyperparameters (e.g. learning_rate, or model with "
                         "several --model); the others keep the base config (see --dry-run)")
-    parser.add_argument("--recipe", help="base config: a bundled recipe (" + ", ".join(config_lib.list_recipes()) + ")")
-    parser.add_argument("--config", metavar="FILE", help="base config: a JSON/YAML file of training config keys")
-    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                        help="base config: training config keys or builder hyperparameters, "
-                        "e.g. --set schedule=cosine dropout=0.3")
-    parser.add_argument("--data", help="FER2013 CSV (default: the embedded synthetic data)")
-    parser.add_argument("--limit", type=int, metavar="N", help="use only N rows (stratified sample)")
-    parser.add_argument("--precision", choices=config_lib.SPECS["precision"].choices)
-    parser.add_argument("--strategy", choices=TRIAL_STRATEGIES, help="tf.distribute strategy inside each trial")
-    parser.add_argument("--wandb", choices=config_lib.SPECS["wandb"].choices, help="W&B mode of the trials' runs")
-    parser.add_argument("--wandb-project")
-    parser.add_argument("--seed", type=int, help="seed of the search and of every trial")
-    parser.add_argument("--out", default="searches", metavar="DIR", help="folder of searches (default: searches)")
-    parser.add_argument("--name", required=True, metavar="SEARCH",
+    search.add_argument("--out", default="searches", metavar="DIR", dest="searches",
+                        help="folder of searches (default: searches)")
+    search.add_argument("--name", required=True, metavar="SEARCH", dest="search",
                         help="search name: folder DIR/SEARCH and W&B group; reuse it to resume")
-    parser.add_argument("--dry-run", action="store_true", help="print the search space and exit")
+    search.add_argument("--dry-run", action="store_true", help="print the search space and exit")
+    config_lib.add_option_flags(parser.add_argument_group("base training config"), exclude=NOT_BASE_FLAGS)
     return parser
 
 
 def base_config(args):
-    """The validated base config: DEFAULTS < recipe < --config < --set < the flags."""
-    overrides = {}
-    for key, value in config_lib.parse_assignments(args.set).items():
-        if key in config_lib.DEFAULTS:
-            overrides[key] = value
-        else:
-            overrides.setdefault("model_args", {})[key] = value
-    flags = {"data": args.data, "limit": args.limit, "precision": args.precision, "strategy": args.strategy,
-             "wandb": args.wandb, "wandb_project": args.wandb_project, "seed": args.seed, "recipe": args.recipe,
-             "model": args.model[0] if args.model else None}
-    overrides.update({k: v for k, v in flags.items() if v is not None})
-    return config_lib.resolve_config(overrides, args.config)
+    """The base config, resolved like `fer_keras.train`'s, with the first --model candidate."""
+    flags, config_file, assignments = config_lib.options_from_args(args)
+    if args.models:
+        flags["model"] = args.models[0]
+    return config_lib.resolve_config(flags, config_file, assignments)
 
 
 def search_state(args, space):
     """What identifies a search: resuming with anything else would mix two searches."""
     return {
-        "search": args.name,
+        "search": args.search,
         "tuner": args.tuner,
         "objective": args.objective,
         "max_epochs": args.max_epochs,
@@ -109,10 +95,10 @@ def check_state(search_dir, state):
 
 
 def _changes(saved, current, prefix=""):
-    """'key: old -> new' for every differing leaf, except RESUMABLE_CHANGES of the base config."""
+    """'key: old -> new' for every differing leaf, except the base config's resumable keys."""
     changes = []
     for key in sorted(set(saved) | set(current)):
-        if prefix == "space.base." and key in RESUMABLE_CHANGES:
+        if prefix == "space.base." and key in config_lib.RESUMABLE:
             continue
         old, new = saved.get(key), current.get(key)
         if isinstance(old, dict) and isinstance(new, dict):
@@ -123,8 +109,8 @@ def _changes(saved, current, prefix=""):
 
 
 def check_args(args):
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", args.name):
-        raise FerError(f"--name {args.name!r}: use letters, digits, '-' and '_' (it names a folder and W&B runs)")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", args.search):
+        raise FerError(f"--name {args.search!r}: use letters, digits, '-' and '_' (it names a folder and W&B runs)")
     if args.max_epochs < 1:
         raise FerError("--max-epochs must be at least 1")
     if args.tuner == "hyperband":
@@ -146,26 +132,30 @@ def run_search(args):
     if base["strategy"] not in TRIAL_STRATEGIES:
         raise FerError("strategy 'multi_worker' cannot train single trials: KerasTuner gives each process "
                        "its own trials; spread trials over machines with KERASTUNER_* (see tuning/distributed.py)")
-    space = SearchSpace(base, models=args.model or None, only=args.only)
+    space = SearchSpace(base, models=args.models, only=args.only)
     state = search_state(args, space)
     if args.dry_run:
         print(json.dumps({k: v for k, v in state.items() if k != "space"} | {"dims": state["space"]["dims"]}, indent=2))
         return None
     strategy = get_strategy(base["strategy"])  # before TensorFlow starts (it may split the CPU)
-    search_dir = Path(args.out) / args.name
-    check_state(search_dir, state)
-    print(distributed.describe())
-    hypermodel = FerHyperModel(space, args.max_epochs)
-    tuner = make_tuner(
-        args.tuner, hypermodel, directory=args.out, name=args.name, objective=args.objective,
-        factor=args.factor, max_trials=args.max_trials or DEFAULT_MAX_TRIALS,
-        strategy=None if base["strategy"] == "default" else strategy, seed=base["seed"],
-    )
-    tuner.search(verbose=keras_verbosity())
-    if role == "worker":
-        print(f"{distributed.describe()}: no trials left")
-        return None
-    rows = write_summary(search_dir, state)
+    search_dir = Path(args.searches) / args.search
+    # Workers share the folder with their chief, which holds the lock; each trial folder has its own.
+    with folder_lock(search_dir, "search") if role != "worker" else contextlib.nullcontext():
+        check_state(search_dir, state)
+        print(distributed.describe())
+        hypermodel = FerHyperModel(space, args.max_epochs)
+        if role != "chief":
+            hypermodel.splits  # noqa: B018  (bad data fails here, once, not in every trial)
+        tuner = make_tuner(
+            args.tuner, hypermodel, directory=args.searches, name=args.search, objective=args.objective,
+            factor=args.factor, max_trials=args.max_trials or DEFAULT_MAX_TRIALS,
+            strategy=None if base["strategy"] == "default" else strategy, seed=base["seed"],
+        )
+        tuner.search(verbose=keras_verbosity())
+        if role == "worker":
+            print(f"{distributed.describe()}: no trials left")
+            return None
+        rows = write_summary(search_dir, state)
     _report(search_dir, rows, args.objective)
     return rows
 
@@ -187,4 +177,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

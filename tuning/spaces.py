@@ -87,7 +87,7 @@ def training_dims(base):
 def builder_dims(model, model_args=None):
     """The dimensions of `model`'s builder that a search varies: every `*dropout`, `widths`,
     `dense_units`, `depth` and scalar width it has, around its defaults (overridden by
-    `model_args`). Its L2 `weight_decay` is not searched: the optimizer's decoupled one is."""
+    `model_args`). Its `l2` penalty is not searched: the optimizer's decoupled `weight_decay` is."""
     base = {**default_hparams(model), **(model_args or {})}
     dims = {}
     for name, value in base.items():
@@ -106,7 +106,7 @@ def builder_dims(model, model_args=None):
 
 
 class SearchSpace:
-    """The searched dimensions around a validated base config, and the trial config they make.
+    """The searched dimensions around a base config (resolved, so valid), and the trial config they make.
 
     `models`: the candidate architectures; several make `model` a dimension, and then the builders
     keep their own defaults. `only`: restrict the search to these dimensions (a one-dimension
@@ -114,7 +114,7 @@ class SearchSpace:
     """
 
     def __init__(self, base, models=None, only=None):
-        self.base = config_lib.validate(base)
+        self.base = base
         self.models = list(dict.fromkeys(models or [self.base["model"]]))
         unknown = sorted(set(self.models) - set(list_models()))
         if unknown:

@@ -5,18 +5,17 @@ Built from the search folder's files alone, so `python -m tuning.summary DIR/SEA
 on a search that is still running or was run elsewhere.
 """
 
-import argparse
 import csv
 import json
 import math
-import sys
 from pathlib import Path
 
 from keras_tuner.engine.trial import Trial
 
-from fer_keras.cli import user_errors
+from fer_keras.cli import ArgumentParser, user_errors
 from fer_keras.errors import FerError
 from fer_keras.io import atomic_path, write_json, write_text
+from fer_keras.runner import METRICS_FILE
 from tuning.spaces import SearchSpace
 from tuning.tuner import RUN_FILE
 
@@ -41,7 +40,8 @@ def load_trials(search_dir):
 
 def trial_rows(search_dir, state):
     """One row per trial, best first: rank, status, metrics at the trial's best epoch, epochs,
-    the searched hyperparameters, Hyperband bracket/round, the tuner that ran it, wall time.
+    the searched hyperparameters, Hyperband bracket/round, the tuner that ran it, and from the
+    trial's metrics.json its parameter count, train-val gap, test accuracy and wall time.
     Trials without a result (failed, running) come last, unranked."""
     space = SearchSpace.from_json(state["space"])
     objective = state["objective"]
@@ -63,11 +63,19 @@ def _row(search_dir, trial, space, objective, max_epochs):
     row["epochs"] = values.get("tuner/epochs", max_epochs)
     row.update({name: values.get(name, dim.args["default"]) for name, dim in space.dims.items()})
     row.update({column: values.get(key) for key, column in HYPERBAND.items() if "tuner/bracket" in values})
-    record_path = search_dir / f"trial_{trial.trial_id}" / RUN_FILE
-    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    trial_dir = search_dir / f"trial_{trial.trial_id}"
+    record, metrics = _read_json(trial_dir / RUN_FILE), _read_json(trial_dir / METRICS_FILE)
     row["tuner_id"] = record.get("tuner_id")
-    row["wall_time_s"] = round(record["wall_time"], 1) if "wall_time" in record else None
+    row["params"] = metrics.get("params")
+    row["train_val_gap"] = metrics.get("train_val_gap")
+    row["test_accuracy"] = metrics.get("test", {}).get("accuracy")
+    row["wall_time_s"] = round(metrics["wall_time"], 1) if "wall_time" in metrics else None
     return row
+
+
+def _read_json(path):
+    """A trial's JSON record, {} where the trial has not written it (yet)."""
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def best_config(state, row):
@@ -130,7 +138,7 @@ def _finite(value):
 
 @user_errors
 def main(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m tuning.summary",
         description="Rewrite summary.csv, summary.md and best_config.json of a search folder from its files.",
     )
@@ -142,4 +150,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

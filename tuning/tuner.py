@@ -1,31 +1,32 @@
-"""The KerasTuner hypermodel and tuners: every trial trains through `fer_keras.training`.
+"""The KerasTuner hypermodel and tuners: every trial is a `fer_keras.runner.run_training` run.
 
-A trial builds, compiles and fits like `python -m fer_keras.train` (same datasets, model, optimizer,
-schedule and run-folder callbacks, BackupAndRestore included) in its own trial folder, as its own
-W&B run. Only the hyperparameters differ, from `tuning.spaces`.
+A trial trains exactly like `python -m fer_keras.train` (same datasets, model, optimizer, schedule,
+run-folder callbacks and record) with its trial folder as run folder, as its own W&B run. Only the
+hyperparameters differ, from `tuning.spaces`. The trial's best checkpoint (`model.keras`) is the one
+KerasTuner reloads, for Hyperband's continued trials and `get_best_models`.
 """
 
 import functools
-import math
-import shutil
-import time
 from pathlib import Path
 
 import keras
 import keras_tuner as kt
+from keras_tuner.src.engine.tuner_utils import TunerCallback
 
 from fer_keras import callbacks as cb
-from fer_keras import tracking, training
+from fer_keras import runner, training
+from fer_keras.errors import DivergedError
 from fer_keras.io import write_json, write_text
-from fer_keras.optim import schedule_callbacks
+from fer_keras.saving import MODEL_FILE, load_keras_model
+from fer_keras.tracking import ID_FILE
 
 # kt.Objective with explicit directions: a bare "val_f1_score" would be minimised.
 OBJECTIVES = {name: kt.Objective(name, "max") for name in ("val_accuracy", "val_f1_score")}
-RUN_FILE = "run.json"  # per trial: which tuner ran it, when, and its full training config
+RUN_FILE = "run.json"  # per trial: which tuner ran it and its W&B run id
 
 
 class FerHyperModel(kt.HyperModel):
-    """Builds and fits one trial from its config: `space.trial_config` of the trial's values."""
+    """A trial's config from its hyperparameters: `space.trial_config` of the trial's values."""
 
     def __init__(self, space, max_epochs):
         super().__init__(name="fer_keras")
@@ -45,23 +46,16 @@ class FerHyperModel(kt.HyperModel):
 
     def build(self, hp):
         cfg = self.trial_config(hp)
-        keras.utils.set_random_seed(cfg["seed"])
-        steps = training.steps_per_epoch(cfg, self.splits)
-        return training.build_compiled_model(cfg, steps, self.splits["train"].labels)
-
-    def fit(self, hp, model, *args, **kwargs):
-        """Fit on the trial's own pipelines (batch size and augmentation are hyperparameters)."""
-        train_ds, val_ds, fit_kwargs = training.make_datasets(self.trial_config(hp), self.splits)
-        return model.fit(train_ds, validation_data=val_ds, **{**fit_kwargs, **kwargs})
+        return training.build_compiled_model(cfg, training.steps_per_epoch(cfg, self.splits),
+                                             self.splits["train"].labels)[0]
 
 
 class TrialRunner:
     """What every search algorithm adds to KerasTuner's trials (mixed in before the kt class).
 
-    `run_trial` opens the trial's W&B run (id `<search>-<trial>`, so a resumed trial continues its
-    run), adds the run-folder callbacks of `fer_keras.train` with the trial folder as run folder,
-    then runs KerasTuner's own `run_trial`. The objective is read from the trial's history.csv,
-    which also holds the epochs done before an interruption.
+    `run_trial` runs the trial through `run_training` in the trial folder, under the trial's W&B run
+    (id `<search>-<trial>`, so a resumed trial continues its run). The objective is read from the
+    trial's history.csv, which also holds the epochs done before an interruption.
     """
 
     def _populate_initial_space(self):
@@ -71,46 +65,48 @@ class TrialRunner:
         self.hypermodel.declare_hyperparameters(hp)
         self.oracle.update_space(hp)
 
-    def run_trial(self, trial, *args, **kwargs):
-        cfg = self.hypermodel.trial_config(trial.hyperparameters)
-        trial_dir = Path(self.get_trial_dir(trial.trial_id))
-        record = {"tuner_id": self.tuner_id, "wandb_id": f"{self.project_name}-{trial.trial_id}",
-                  "started": time.time(), "config": cfg}
-        write_json(trial_dir / RUN_FILE, record)
-        print(f"trial {trial.trial_id} runs on tuner {self.tuner_id}")
-        run = self._start_wandb(trial, cfg, trial_dir, record["wandb_id"])
-        callbacks = cb.training_callbacks(cfg, trial_dir) + schedule_callbacks(cfg)
-        logger = tracking.metrics_logger(run)
-        callbacks += [logger] if logger is not None else []
-        exit_code = 1
-        try:
-            super().run_trial(trial, *args, callbacks=[*kwargs.pop("callbacks", []), *callbacks], **kwargs)
-            history = trial_history(trial_dir)
-            losses = history.history.get("loss", [])
-            if not losses or not math.isfinite(losses[-1]):
-                raise kt.errors.FailedTrialError(
-                    f"trial {trial.trial_id} diverged (loss {losses[-1:]}) with learning_rate {cfg['learning_rate']}"
-                )
-            exit_code = 0
-        finally:
-            tracking.finish(run, exit_code)
-        shutil.rmtree(trial_dir / cb.BACKUP_DIR, ignore_errors=True)
-        write_json(trial_dir / RUN_FILE, {**record, "wall_time": time.time() - record["started"]})
-        return history
+    def _get_checkpoint_fname(self, trial_id):
+        """The trial's best checkpoint, which `run_training` writes (KerasTuner would write a second)."""
+        return str(Path(self.get_trial_dir(trial_id)) / MODEL_FILE)
 
-    def _start_wandb(self, trial, cfg, trial_dir, run_id):
-        """The trial's W&B run, grouped under the search, configured with the trial's config and
-        hyperparameters (None when W&B is off or fails)."""
-        write_text(trial_dir / tracking.ID_FILE, run_id + "\n")  # start_run takes its run id from here
-        return tracking.start_run({
+    def load_model(self, trial):
+        return load_keras_model(self._get_checkpoint_fname(trial.trial_id))
+
+    def run_trial(self, trial, *args, **kwargs):
+        hp = trial.hyperparameters
+        trial_dir = Path(self.get_trial_dir(trial.trial_id))
+        cfg = {**self.hypermodel.trial_config(hp), "out": str(trial_dir), "export": False}
+        wandb_id = f"{self.project_name}-{trial.trial_id}"
+        write_json(trial_dir / RUN_FILE, {"tuner_id": self.tuner_id, "wandb_id": wandb_id})
+        write_text(trial_dir / ID_FILE, wandb_id + "\n")  # the W&B run id tracking.start_run takes
+        print(f"trial {trial.trial_id} runs on tuner {self.tuner_id}")
+        previous = hp.values.get("tuner/trial_id")  # Hyperband: continue that trial's best weights
+        keras.backend.clear_session()  # one process trains many models
+        try:
+            runner.run_training(
+                cfg, trial_dir,
+                strategy=self.distribution_strategy,
+                splits=self.hypermodel.splits,
+                initial_weights=self._get_checkpoint_fname(previous) if previous else None,
+                initial_epoch=hp.values.get("tuner/initial_epoch", 0),
+                callbacks=[TunerCallback(self, trial)],
+                wandb_config=self._wandb_config(trial, cfg, wandb_id),
+                verbose=kwargs.get("verbose"),
+            )
+        except DivergedError as exc:  # the search goes on with the next trial
+            raise kt.errors.FailedTrialError(f"trial {trial.trial_id}: {exc}") from None
+        return trial_history(trial_dir)
+
+    def _wandb_config(self, trial, cfg, run_id):
+        """What the trial's W&B run records: its config, grouped under the search, with its values."""
+        return {
             **cfg,
-            "out": str(trial_dir),
             "group": self.project_name,
             "name": run_id,
             "tags": [*cfg["tags"], "tuning"],
             "tuning": {"search": self.project_name, "trial_id": trial.trial_id, "tuner_id": self.tuner_id,
                        "hyperparameters": dict(trial.hyperparameters.values)},
-        }, trial_dir)
+        }
 
 
 def trial_history(trial_dir):

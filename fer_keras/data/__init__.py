@@ -6,12 +6,12 @@ reading and the `python -m fer_keras.data` commands stay quick.
 
 from fer_keras.data.ferdata import FERData, Problem
 from fer_keras.data.reader import load_fer2013
-from fer_keras.data.splits import split_data
+from fer_keras.data.splits import sample_faces, split_data
 from fer_keras.data.synthetic import default_data
 from fer_keras.errors import DataError
 
 __all__ = ["DataError", "FERData", "Problem", "class_weights", "default_data", "load_fer2013", "make_dataset",
-           "split_data"]
+           "sample_faces", "split_data"]
 _PIPELINE = ("class_weights", "make_dataset")
 
 

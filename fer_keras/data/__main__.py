@@ -1,13 +1,18 @@
-"""`python -m fer_keras.data stats PATH [--out DIR]` and `python -m fer_keras.data synthetic --out FILE`."""
+"""`python -m fer_keras.data stats PATH [--out DIR]` and `python -m fer_keras.data synthetic --out FILE`.
+
+`stats` writes its charts into `--out`, by default `<name>_stats/` in the current folder, named for the
+input file without its .csv/.gz suffixes (`fer2013.csv.gz` -> `fer2013_stats/`).
+"""
 
 import argparse
 from pathlib import Path
 
-from fer_keras.cli import user_errors
+from fer_keras.cli import ArgumentParser, user_errors
 from fer_keras.data.plots import plot_class_distribution, plot_samples
 from fer_keras.data.reader import load_fer2013
 from fer_keras.data.stats import dataset_stats, format_stats
 from fer_keras.data.synthetic import DEFAULT_N, write_synthetic_csv
+from fer_keras.io import check_output
 
 
 def _positive(text):
@@ -17,13 +22,20 @@ def _positive(text):
     return value
 
 
+def default_stats_dir(data_path):
+    """`<name>_stats` in the current folder, `<name>` the input file's name without .gz and .csv."""
+    name = Path(data_path).name.removesuffix(".gz").removesuffix(".csv")
+    return Path(f"{name}_stats")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m fer_keras.data", description="FER2013 data tools.")
+    parser = ArgumentParser(prog="python -m fer_keras.data", description="FER2013 data tools.")
     commands = parser.add_subparsers(dest="command", required=True)
     stats = commands.add_parser("stats", help="rows per split and class, imbalance, duplicates, pixel mean/std; "
                                 "writes class_distribution.png and samples.png")
     stats.add_argument("path", help="a FER2013 CSV (any layout, plain or .gz)")
-    stats.add_argument("--out", type=Path, default=Path("."), help="folder for the PNG charts (default: .)")
+    stats.add_argument("--out", type=Path, help="folder for the PNG charts (default: <name>_stats/ here, "
+                       "named for the input file)")
     stats.add_argument("--skip-bad", action="store_true", help="skip bad rows instead of stopping at the first")
     synthetic = commands.add_parser("synthetic", help="write a synthetic FER-like CSV (fer2013.csv layout)")
     synthetic.add_argument("--out", type=Path, required=True, help="output CSV (.csv or .csv.gz)")
@@ -37,16 +49,18 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.command == "synthetic":
         print(f"wrote {write_synthetic_csv(args.out, n=args.n, seed=args.seed)} ({args.n} faces, seed {args.seed})")
-        return
+        return 0
+    out = check_output(args.out or default_stats_dir(args.path), folder=True)
     data = load_fer2013(args.path, skip_bad=args.skip_bad)
     print(format_stats(dataset_stats(data)))
     if data.labels is None:
         print("no emotion column: no charts")
-        return
+        return 0
     for name, plot in (("class_distribution.png", plot_class_distribution), ("samples.png", plot_samples)):
-        plot(data, args.out / name)
-        print(f"wrote {args.out / name}")
+        plot(data, out / name)
+    print(f"charts written to {out}/: class_distribution.png, samples.png")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -22,7 +22,8 @@ class Layout:
 
     @property
     def header(self):
-        return ",".join(self.columns)
+        """The column names for a one-line message: characters that are not printable are escaped."""
+        return "".join(c if c.isprintable() else repr(c)[1:-1] for c in ",".join(self.columns))
 
 
 def parse_header(line, path):

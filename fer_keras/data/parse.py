@@ -16,6 +16,7 @@ from fer_keras.data.ferdata import USAGES
 PAD = 3  # blank bytes before a block, so looking back three digits never leaves the array
 _SPACE, _CR, _QUOTE, _ZERO = b" \r\"0"
 _INTEGER = re.compile(rb"-?[0-9]+")
+_MAX_DIGITS = 20  # significant digits of the longest integer field read as a number
 _USAGE_CODES = {name.encode(): code for code, name in enumerate(USAGES)}
 
 
@@ -88,10 +89,12 @@ def _labels(a, starts, ends, problems):
         text = a[starts[row]:ends[row]].tobytes().strip()
         if not _INTEGER.fullmatch(text):
             problems.setdefault(row, ("label not an integer", f"label {_show(text)} is not an integer"))
-        elif 0 <= int(text) < NUM_CLASSES:
-            labels[row] = int(text)
+            continue
+        value, shown = _integer(text)
+        if 0 <= value < NUM_CLASSES:
+            labels[row] = value
         else:
-            problems.setdefault(row, ("label outside 0-6", f"label {int(text)} is outside 0-{NUM_CLASSES - 1}"))
+            problems.setdefault(row, ("label outside 0-6", f"label {shown} is outside 0-{NUM_CLASSES - 1}"))
     return labels
 
 
@@ -166,14 +169,28 @@ def _rows_to_recheck(a, is_digit, values, starts, ends, bounds):
 def _parse_row(field):
     """Slow, exact reading of one pixel field: `(uint8 pixels, None)` or `(None, (reason, detail))`."""
     tokens = field.replace(b"\t", b" ").split()
+    values = []
     for k, token in enumerate(tokens, 1):
         if not _INTEGER.fullmatch(token):
             return None, ("non-integer pixel", f"pixel {k} is {_show(token)}, not an integer")
-        if not 0 <= int(token) <= 255:
-            return None, ("pixel outside 0-255", f"pixel {k} is {int(token)}, outside 0-255")
+        value, shown = _integer(token)
+        if not 0 <= value <= 255:
+            return None, ("pixel outside 0-255", f"pixel {k} is {shown}, outside 0-255")
+        values.append(value)
     if len(tokens) != NUM_PIXELS:
         return None, ("wrong pixel count", f"{len(tokens)} pixel values, expected {NUM_PIXELS}")
-    return np.array([int(t) for t in tokens], np.uint8), None
+    return np.array(values, np.uint8), None
+
+
+def _integer(text):
+    """`(value, shown)` of text matching `_INTEGER`. `int()` refuses over 4300 digits, so past `_MAX_DIGITS`
+    significant digits (out of every range here) the value is just +-10**_MAX_DIGITS, shown shortened."""
+    sign = "-" if text.startswith(b"-") else ""
+    digits = text.lstrip(b"-").lstrip(b"0") or b"0"
+    if len(digits) > _MAX_DIGITS:
+        return (-1 if sign else 1) * 10**_MAX_DIGITS, f"{sign}{digits[:8].decode()}... ({len(digits)} digits)"
+    value = int(sign + digits.decode())
+    return value, str(value)
 
 
 def _positions(text, char):

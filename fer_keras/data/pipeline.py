@@ -1,4 +1,4 @@
-"""tf.data input pipelines over decoded FER2013 arrays, with class weights and balanced sampling."""
+"""tf.data input pipelines over decoded FER2013 arrays, with balanced sampling; class weights for `fit`."""
 
 import math
 
@@ -21,7 +21,6 @@ def make_dataset(
     seed=0,
     augment=None,
     sampling="shuffle",
-    class_weights=None,
 ):
     """Batched `tf.data.Dataset` of `(float32 images 0..255, one-hot float32 labels)`.
 
@@ -29,9 +28,7 @@ def make_dataset(
     Training: cache -> shuffle (seeded, new order each epoch) -> batch -> map(augment) -> prefetch;
     `sampling="balanced"` instead draws classes uniformly (like PyTorch's WeightedRandomSampler) for
     ceil(N / batch_size) batches per epoch. `augment` is applied only when `training=True`, so
-    evaluation pipelines never see it. With `class_weights` ({class: weight}) the dataset yields
-    `(x, y, sample_weight)`, the weight of each label's argmax class (MixUp/CutMix labels are soft).
-    Sample order is reproducible for a seed (given TF's global seed); augmentation draws are seeded,
+    evaluation pipelines never see it. Sample order is reproducible for a seed (given TF's global seed); augmentation draws are seeded,
     but the parallel map may hand them to batches in a different order from run to run.
     """
     images = np.asarray(images)
@@ -41,8 +38,8 @@ def make_dataset(
     if sampling not in SAMPLINGS:
         raise FerError(f"unknown sampling {sampling!r}; choose from {', '.join(SAMPLINGS)}")
     if labels is None:
-        if training and (augment is not None or sampling != "shuffle" or class_weights):
-            raise FerError("augmentation, balanced sampling and class weights need labels")
+        if training and (augment is not None or sampling != "shuffle"):
+            raise FerError("augmentation and balanced sampling need labels")
         source = (images,)
     else:
         labels = _check_labels(labels, len(images))
@@ -57,18 +54,14 @@ def make_dataset(
     else:
         ds = tf.data.Dataset.from_tensor_slices(source).batch(batch_size)
 
-    weight_table = None
-    if class_weights:
-        weight_table = tf.constant(
-            [float(class_weights.get(c, 1.0)) for c in range(NUM_CLASSES)], tf.float32
-        )
-    prepare = _batch_preparer(augment if training else None, weight_table)
+    prepare = _batch_preparer(augment if training else None)
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def class_weights(labels, mode="balanced"):
-    """Per-class loss weights `{class: weight}` for classes 0..6 (sklearn's compute_class_weight).
+    """Per-class loss weights `{class: weight}` for classes 0..6 (sklearn's compute_class_weight), as
+    Keras `fit(class_weight=...)` takes them.
 
     "balanced" gives n_samples / (n_present_classes * count); a class absent from `labels` gets 1.0
     (it never occurs, so its weight has no effect).
@@ -110,8 +103,8 @@ def _balanced(images, labels, seed):
     )
 
 
-def _batch_preparer(augment, weight_table):
-    """Map function for a batch: cast to float, one-hot, augment, add sample weights."""
+def _batch_preparer(augment):
+    """Map function for a batch: cast to float, one-hot, augment."""
 
     def prepare(images, labels=None):
         images = tf.cast(images, tf.float32)
@@ -120,8 +113,6 @@ def _batch_preparer(augment, weight_table):
         labels = tf.one_hot(labels, NUM_CLASSES, dtype=tf.float32)
         if augment is not None:
             images, labels = augment(images, labels)
-        if weight_table is None:
-            return images, labels
-        return images, labels, tf.gather(weight_table, tf.argmax(labels, axis=-1))
+        return images, labels
 
     return prepare

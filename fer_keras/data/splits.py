@@ -43,3 +43,15 @@ def _stratified(data, rows, val_fraction, seed):
     except ValueError as exc:
         raise DataError(f"{data.path}: cannot split {len(rows)} rows with val_fraction={val_fraction}: {exc}") from None
     return {"train": data.subset(np.sort(train)), "val": data.subset(np.sort(val))}
+
+
+def sample_faces(data, n, seed=0, split=None):
+    """`n` random faces (seeded) of `data`, only rows whose Usage is `split` when given."""
+    if split is not None:
+        if data.usage is None:
+            raise DataError(f"{data.path} has no Usage column: --split needs one")
+        data = data.subset(np.flatnonzero(data.usage == split))
+        if not len(data):
+            raise DataError(f"{data.path} has no rows with Usage {split!r}")
+    index = np.sort(np.random.default_rng(seed).choice(len(data), size=min(n, len(data)), replace=False))
+    return data.subset(index)

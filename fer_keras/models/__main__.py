@@ -1,8 +1,6 @@
 """`python -m fer_keras.models [NAMES] [--markdown]`: the architecture table (README source)."""
 
-import argparse
-
-from fer_keras.cli import user_errors
+from fer_keras.cli import ArgumentParser, user_errors
 from fer_keras.errors import FerError
 from fer_keras.models import list_models
 from fer_keras.models.profile import profile
@@ -39,7 +37,7 @@ def format_table(rows, markdown=False):
 
 @user_errors
 def main(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m fer_keras.models",
         description="List the registered architectures: parameters, expected range, MACs per image, description.",
         epilog="MACs: multiply-accumulates of conv, dense and attention layers for one 48x48 image "
@@ -52,7 +50,8 @@ def main(argv=None):
     if unknown:
         raise FerError(f"unknown model {', '.join(unknown)}; known models: {', '.join(list_models())}")
     print(format_table([profile(name) for name in args.names or list_models()], markdown=args.markdown))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -12,7 +12,7 @@ from fer_keras.models.registry import register_model
 
 def _plain_cnn(name, *, widths, convs_per_block=1, kernel_size=3, batch_norm=False, norm_after_activation=False,
                conv_dropout=0.0, spatial_dropout=0.0, pooling="flatten", feature_dropout=0.0, dense_units=(),
-               dropout=0.0, dense_batch_norm=False, weight_decay=0.0):
+               dropout=0.0, dense_batch_norm=False, l2=0.0):
     """Blocks of `convs_per_block` convolutions (one block per entry of `widths`), each followed by
     2x2 max pooling and optional (spatial) dropout; then flatten or global average pooling, optional
     dropout on those features, and the dense head (`dropout` after each hidden layer).
@@ -23,7 +23,7 @@ def _plain_cnn(name, *, widths, convs_per_block=1, kernel_size=3, batch_norm=Fal
     for i, filters in enumerate(widths, 1):
         x = conv_block(
             x, filters, name=f"block{i}", convs=convs_per_block, kernel_size=kernel_size, batch_norm=batch_norm,
-            norm_after_activation=norm_after_activation, weight_decay=weight_decay,
+            norm_after_activation=norm_after_activation, l2=l2,
         )
         x = layers.MaxPooling2D(name=f"block{i}_pool")(x)
         if spatial_dropout:
@@ -38,111 +38,111 @@ def _plain_cnn(name, *, widths, convs_per_block=1, kernel_size=3, batch_norm=Fal
         x = layers.Flatten(name="flatten")(x)
     if feature_dropout:
         x = layers.Dropout(feature_dropout, name="features_dropout")(x)
-    x = dense_head(x, dense_units, dropout=dropout, batch_norm=dense_batch_norm, weight_decay=weight_decay)
+    x = dense_head(x, dense_units, dropout=dropout, batch_norm=dense_batch_norm, l2=l2)
     return keras.Model(inputs, logits(x), name=name)
 
 
 @register_model
-def tiny_cnn(*, widths=(16,), weight_decay=0.0):
+def tiny_cnn(*, widths=(16,), l2=0.0):
     """One 16-filter conv layer, max pooling and the logits layer (the underfitting study)."""
-    return _plain_cnn("tiny_cnn", widths=widths, weight_decay=weight_decay)
+    return _plain_cnn("tiny_cnn", widths=widths, l2=l2)
 
 
 @register_model
-def simple_cnn(*, widths=(32, 64), dense_units=(128, 64), dropout=0.0, weight_decay=0.0):
+def simple_cnn(*, widths=(32, 64), dense_units=(128, 64), dropout=0.0, l2=0.0):
     """Two conv blocks (32, 64) with max pooling, dense 128 and 64."""
-    return _plain_cnn("simple_cnn", widths=widths, dense_units=dense_units, dropout=dropout, weight_decay=weight_decay)
+    return _plain_cnn("simple_cnn", widths=widths, dense_units=dense_units, dropout=dropout, l2=l2)
 
 
 @register_model
-def baseline_cnn(*, widths=(32, 64), dense_units=(128,), dropout=0.3, weight_decay=0.0):
+def baseline_cnn(*, widths=(32, 64), dense_units=(128,), dropout=0.3, l2=0.0):
     """Baseline CNN v1: 5x5 convs 32 and 64 with max pooling, dense 128, dropout 0.3."""
     return _plain_cnn(
         "baseline_cnn", widths=widths, kernel_size=5, dense_units=dense_units, dropout=dropout,
-        weight_decay=weight_decay,
+        l2=l2,
     )
 
 
 @register_model
-def cnn3(*, widths=(32, 64, 128), feature_dropout=0.5, dense_units=(256,), dropout=0.3, weight_decay=0.0):
+def cnn3(*, widths=(32, 64, 128), feature_dropout=0.5, dense_units=(256,), dropout=0.3, l2=0.0):
     """Three Conv-ReLU-BN-MaxPool blocks (32, 64, 128), dropout 0.5, dense 256, dropout 0.3."""
     return _plain_cnn(
         "cnn3", widths=widths, batch_norm=True, norm_after_activation=True, feature_dropout=feature_dropout,
-        dense_units=dense_units, dropout=dropout, weight_decay=weight_decay,
+        dense_units=dense_units, dropout=dropout, l2=l2,
     )
 
 
 @register_model
-def improved_cnn(*, widths=(64, 128, 256), dense_units=(1024, 512), dropout=0.4, weight_decay=0.0):
+def improved_cnn(*, widths=(64, 128, 256), dense_units=(1024, 512), dropout=0.4, l2=0.0):
     """Three blocks of two 3x3 convs (64, 128, 256) with BN and pooling, dense 1024-512, dropout 0.4."""
     return _plain_cnn(
         "improved_cnn", widths=widths, convs_per_block=2, batch_norm=True, dense_units=dense_units,
-        dropout=dropout, weight_decay=weight_decay,
+        dropout=dropout, l2=l2,
     )
 
 
 @register_model
-def vgg_large(*, widths=(64, 128, 256, 512, 512), dense_units=(1024, 512), dropout=0.0, weight_decay=0.0):
+def vgg_large(*, widths=(64, 128, 256, 512, 512), dense_units=(1024, 512), dropout=0.0, l2=0.0):
     """VGG-style 5 blocks of two convs (64-512), dense 1024-512, no BN or regularisation (overfitting study)."""
     return _plain_cnn(
         "vgg_large", widths=widths, convs_per_block=2, dense_units=dense_units, dropout=dropout,
-        weight_decay=weight_decay,
+        l2=l2,
     )
 
 
 @register_model
 def regularized_cnn(*, widths=(32, 64, 128, 256), conv_dropout=0.2, dense_units=(256,), dropout=0.5,
-                    weight_decay=1e-3):
+                    l2=1e-3):
     """Four double-conv BN blocks, dropout 0.2 after each, dense 256 with dropout 0.5, L2 1e-3."""
     return _plain_cnn(
         "regularized_cnn", widths=widths, convs_per_block=2, batch_norm=True, conv_dropout=conv_dropout,
-        dense_units=dense_units, dropout=dropout, weight_decay=weight_decay,
+        dense_units=dense_units, dropout=dropout, l2=l2,
     )
 
 
-def _deep_cnn(name, *, widths, spatial_dropout, dense_units, dropout, weight_decay):
+def _deep_cnn(name, *, widths, spatial_dropout, dense_units, dropout, l2):
     """Double-conv BN blocks and global average pooling, shared by deep_cnn and its v2."""
     return _plain_cnn(
         name, widths=widths, convs_per_block=2, batch_norm=True, spatial_dropout=spatial_dropout,
-        pooling="avg", dense_units=dense_units, dropout=dropout, weight_decay=weight_decay,
+        pooling="avg", dense_units=dense_units, dropout=dropout, l2=l2,
     )
 
 
 @register_model
-def deep_cnn(*, widths=(32, 64, 128, 256), spatial_dropout=0.0, dense_units=(), dropout=0.5, weight_decay=0.0):
+def deep_cnn(*, widths=(32, 64, 128, 256), spatial_dropout=0.0, dense_units=(), dropout=0.5, l2=0.0):
     """Four double-conv BN blocks (32-256), global average pooling, dropout 0.5."""
     return _deep_cnn("deep_cnn", widths=widths, spatial_dropout=spatial_dropout, dense_units=dense_units,
-                     dropout=dropout, weight_decay=weight_decay)
+                     dropout=dropout, l2=l2)
 
 
 @register_model
-def deep_cnn_v2(*, widths=(32, 64, 128, 192), spatial_dropout=0.1, dense_units=(256,), dropout=0.7, weight_decay=0.0):
+def deep_cnn_v2(*, widths=(32, 64, 128, 192), spatial_dropout=0.1, dense_units=(256,), dropout=0.7, l2=0.0):
     """deep_cnn v2: spatial dropout 0.1, last block 192, dense 256 with dropout 0.7."""
     return _deep_cnn("deep_cnn_v2", widths=widths, spatial_dropout=spatial_dropout, dense_units=dense_units,
-                     dropout=dropout, weight_decay=weight_decay)
+                     dropout=dropout, l2=l2)
 
 
 @register_model
-def globalpool_cnn(*, widths=(64, 128, 256), dense_units=(256,), dropout=0.5, weight_decay=0.0):
+def globalpool_cnn(*, widths=(64, 128, 256), dense_units=(256,), dropout=0.5, l2=0.0):
     """Three double-conv BN blocks (64-256), global average pooling instead of flatten, dense 256."""
     return _plain_cnn(
         "globalpool_cnn", widths=widths, convs_per_block=2, batch_norm=True, pooling="avg",
-        dense_units=dense_units, dropout=dropout, weight_decay=weight_decay,
+        dense_units=dense_units, dropout=dropout, l2=l2,
     )
 
 
 @register_model
 def hybrid_cnn(*, widths=(32, 64, 128), spatial_dropout=0.25, dense_units=(256, 128), dropout=0.5,
-               weight_decay=0.0):
+               l2=0.0):
     """Three Conv-BN-ReLU-MaxPool-SpatialDropout(0.25) blocks, dense 256-128 with dropout 0.5."""
     return _plain_cnn(
         "hybrid_cnn", widths=widths, batch_norm=True, spatial_dropout=spatial_dropout, dense_units=dense_units,
-        dropout=dropout, weight_decay=weight_decay,
+        dropout=dropout, l2=l2,
     )
 
 
 @register_model
-def vgg_fer(*, widths=(64, 128, 256, 512), dense_units=(4096, 4096), dropout=0.2, weight_decay=0.0):
+def vgg_fer(*, widths=(64, 128, 256, 512), dense_units=(4096, 4096), dropout=0.2, l2=0.0):
     """VGG variant of Khaireddin & Chen, 73.28% on FER2013 https://arxiv.org/abs/2105.03588
 
     Four stages of two Conv-BN-ReLU and max pooling (64-512), FC 4096-4096 with dropout 0.2 (their
@@ -151,5 +151,5 @@ def vgg_fer(*, widths=(64, 128, 256, 512), dense_units=(4096, 4096), dropout=0.2
     """
     return _plain_cnn(
         "vgg_fer", widths=widths, convs_per_block=2, batch_norm=True, dense_units=dense_units, dropout=dropout,
-        weight_decay=weight_decay,
+        l2=l2,
     )

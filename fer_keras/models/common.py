@@ -21,13 +21,13 @@ def logits(x, num_classes=NUM_CLASSES):
     return layers.Dense(num_classes, dtype="float32", name="logits")(x)
 
 
-def l2(weight_decay):
-    """L2 kernel regulariser of strength `weight_decay`, or None when it is 0."""
-    return keras.regularizers.L2(weight_decay) if weight_decay else None
+def l2_regularizer(l2):
+    """L2 kernel regulariser of strength `l2` (the builders' `l2` option), or None when it is 0."""
+    return keras.regularizers.L2(l2) if l2 else None
 
 
 def conv_block(x, filters, *, name, convs=1, kernel_size=3, batch_norm=True, norm_after_activation=False,
-               weight_decay=0.0):
+               l2=0.0):
     """`convs` same-padded convolutions, each Conv-BN-ReLU (or Conv-ReLU-BN), named `{name}_conv1`, ...
 
     The bias is dropped where BatchNormalization directly follows the convolution.
@@ -35,7 +35,7 @@ def conv_block(x, filters, *, name, convs=1, kernel_size=3, batch_norm=True, nor
     for i in range(1, convs + 1):
         x = layers.Conv2D(
             filters, kernel_size, padding="same", use_bias=not batch_norm or norm_after_activation,
-            kernel_regularizer=l2(weight_decay), name=f"{name}_conv{i}",
+            kernel_regularizer=l2_regularizer(l2), name=f"{name}_conv{i}",
         )(x)
         if batch_norm and not norm_after_activation:
             x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
@@ -45,13 +45,13 @@ def conv_block(x, filters, *, name, convs=1, kernel_size=3, batch_norm=True, nor
     return x
 
 
-def dense_head(x, units, *, dropout=0.0, batch_norm=False, activation="relu", weight_decay=0.0):
+def dense_head(x, units, *, dropout=0.0, batch_norm=False, activation="relu", l2=0.0):
     """Hidden layers `dense1`, `dense2`, ... (Dense-[BN]-activation-Dropout) before the logits.
 
     Without hidden layers the dropout acts on the incoming features instead.
     """
     for i, width in enumerate(units, 1):
-        x = layers.Dense(width, use_bias=not batch_norm, kernel_regularizer=l2(weight_decay), name=f"dense{i}")(x)
+        x = layers.Dense(width, use_bias=not batch_norm, kernel_regularizer=l2_regularizer(l2), name=f"dense{i}")(x)
         if batch_norm:
             x = layers.BatchNormalization(name=f"dense{i}_bn")(x)
         x = layers.Activation(activation, name=f"dense{i}_{activation}")(x)

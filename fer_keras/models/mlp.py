@@ -8,9 +8,9 @@ from fer_keras.models.registry import register_model
 
 
 @register_model
-def mlp(*, dense_units=(512, 256, 128), dropout=0.0, weight_decay=0.0):
+def mlp(*, dense_units=(512, 256, 128), dropout=0.0, l2=0.0):
     """Fully connected 512-256-128 on the flattened image (the "why CNNs" baseline)."""
     inputs, x = image_input()
     x = layers.Flatten(name="flatten")(x)
-    x = dense_head(x, dense_units, dropout=dropout, weight_decay=weight_decay)
+    x = dense_head(x, dense_units, dropout=dropout, l2=l2)
     return keras.Model(inputs, logits(x), name="mlp")

@@ -5,7 +5,7 @@ from functools import partial
 import keras
 from keras import layers
 
-from fer_keras.models.common import dense_head, image_input, l2, logits
+from fer_keras.models.common import dense_head, image_input, l2_regularizer, logits
 from fer_keras.models.registry import register_model
 
 
@@ -24,12 +24,12 @@ def _basic_block(x, filters, *, stride, name, conv):
     return layers.ReLU(name=f"{name}_out")(x)
 
 
-def _resnet(name, *, widths, depth, dropout, weight_decay, kernel_initializer="glorot_uniform"):
+def _resnet(name, *, widths, depth, dropout, l2, kernel_initializer="glorot_uniform"):
     """Stem conv, one stage of `depth` basic blocks per entry of `widths` (stages after the first
     start with stride 2), global average pooling, dropout, logits."""
     conv = partial(
         layers.Conv2D, padding="same", use_bias=False, kernel_initializer=kernel_initializer,
-        kernel_regularizer=l2(weight_decay),
+        kernel_regularizer=l2_regularizer(l2),
     )
     inputs, x = image_input()
 
@@ -51,21 +51,21 @@ def _resnet(name, *, widths, depth, dropout, weight_decay, kernel_initializer="g
 
 
 @register_model
-def resnet_fer(*, widths=(32, 64, 128), depth=2, dropout=0.3, weight_decay=0.0):
+def resnet_fer(*, widths=(32, 64, 128), depth=2, dropout=0.3, l2=0.0):
     """ResNet with stem 32 and three stages of two basic blocks (32, 64, 128) https://arxiv.org/abs/1512.03385"""
-    return _resnet("resnet_fer", widths=widths, depth=depth, dropout=dropout, weight_decay=weight_decay)
+    return _resnet("resnet_fer", widths=widths, depth=depth, dropout=dropout, l2=l2)
 
 
 @register_model
-def resnet_fer_wide(*, widths=(64, 128, 256), depth=2, dropout=0.3, weight_decay=0.0):
+def resnet_fer_wide(*, widths=(64, 128, 256), depth=2, dropout=0.3, l2=0.0):
     """resnet_fer at double width (64, 128, 256), the 2.78M-parameter "ResNetFER" https://arxiv.org/abs/1512.03385"""
-    return _resnet("resnet_fer_wide", widths=widths, depth=depth, dropout=dropout, weight_decay=weight_decay)
+    return _resnet("resnet_fer_wide", widths=widths, depth=depth, dropout=dropout, l2=l2)
 
 
 @register_model
-def resnet_deep(*, widths=(64, 128, 256, 512), depth=2, dropout=0.3, weight_decay=0.0):
+def resnet_deep(*, widths=(64, 128, 256, 512), depth=2, dropout=0.3, l2=0.0):
     """ResNet-18-like: 8 basic blocks (64-512), He initialisation https://arxiv.org/abs/1512.03385"""
     return _resnet(
-        "resnet_deep", widths=widths, depth=depth, dropout=dropout, weight_decay=weight_decay,
+        "resnet_deep", widths=widths, depth=depth, dropout=dropout, l2=l2,
         kernel_initializer="he_normal",
     )

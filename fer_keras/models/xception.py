@@ -6,16 +6,16 @@ import keras
 from keras import layers
 
 from fer_keras.constants import NUM_CLASSES
-from fer_keras.models.common import image_input, l2
+from fer_keras.models.common import image_input, l2_regularizer
 from fer_keras.models.registry import register_model
 
 
 @register_model
-def mini_xception(*, stem_width=8, widths=(16, 32, 64, 128), weight_decay=0.01):
+def mini_xception(*, stem_width=8, widths=(16, 32, 64, 128), l2=0.01):
     """mini-Xception: residual depthwise-separable modules, no dense layer https://arxiv.org/abs/1710.07557"""
-    conv = partial(layers.Conv2D, use_bias=False, kernel_regularizer=l2(weight_decay))
+    conv = partial(layers.Conv2D, use_bias=False, kernel_regularizer=l2_regularizer(l2))
     sepconv = partial(layers.SeparableConv2D, kernel_size=3, padding="same", use_bias=False,
-                      depthwise_regularizer=l2(weight_decay), pointwise_regularizer=l2(weight_decay))
+                      depthwise_regularizer=l2_regularizer(l2), pointwise_regularizer=l2_regularizer(l2))
     inputs, x = image_input()
 
     # Stem: two unpadded 3x3 convs.

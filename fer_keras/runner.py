@@ -1,0 +1,188 @@
+"""One training run, whoever starts it: `fer_keras.train` and every tuning trial call `run_training`.
+
+It locks the run folder, resumes or refuses what the folder holds, trains with the run-folder
+callbacks (best checkpoint, history, backup, early stop, NaN stop) and W&B, then evaluates the best
+checkpoint and writes the run's record: classification_report.txt, plots/, the SavedModel (with
+`export`) and, last, metrics.json, which marks the run complete.
+"""
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from fer_keras import callbacks as cb
+from fer_keras import tracking, training
+from fer_keras.cli import keras_verbosity
+from fer_keras.config import RESUMABLE
+from fer_keras.distribute import check_even_batches
+from fer_keras.errors import DivergedError, FerError
+from fer_keras.evaluate import evaluate_model, write_evaluation
+from fer_keras.export import export_savedmodel
+from fer_keras.io import write_json
+from fer_keras.lock import folder_lock
+from fer_keras.plots import plot_history
+from fer_keras.saving import MODEL_FILE, load_keras_model
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+SAVEDMODEL_DIR = "savedmodel"
+
+
+def run_training(cfg, run_dir, *, strategy=None, splits=None, initial_weights=None, initial_epoch=0,
+                 callbacks=(), wandb_config=None, verbose=None):
+    """Train `cfg` (a resolved config) in `run_dir` and record it; return metrics.json's content.
+
+    A complete run is not trained again, an interrupted one resumes, and a folder holding finished
+    epochs of other settings is refused. `strategy`: the `tf.distribute` strategy to build under
+    (default: the current one); `splits`: data already loaded (default: `cfg["data"]`);
+    `initial_weights`, `initial_epoch`: a checkpoint to start from and the epoch it ended (a
+    Hyperband trial continuing another); `callbacks`: added to the run's own;
+    `wandb_config`: what the W&B run records instead of `cfg` (a trial adds its search's naming).
+    """
+    run_dir = Path(run_dir)
+    with folder_lock(run_dir, "training run"):
+        finished = finished_run(run_dir, cfg)
+        if finished is not None:
+            shutil.rmtree(run_dir / cb.BACKUP_DIR, ignore_errors=True)  # left by a kill during clean-up
+            print(f"run {run_dir} is already complete ({METRICS_FILE}); use another output folder to train again")
+            return finished
+        write_json(run_dir / CONFIG_FILE, cfg)
+        splits = splits if splits is not None else training.load_splits(cfg)
+        strategy = strategy or tf.distribute.get_strategy()
+        check_even_batches(strategy, cfg["batch_size"], {k: len(splits[k]) for k in ("train", "val")})
+        keras.utils.set_random_seed(cfg["seed"])
+        train_ds, val_ds, fit_kwargs = training.make_datasets(cfg, splits)
+        with strategy.scope():
+            model, schedule_callbacks = training.build_compiled_model(
+                cfg, training.steps_per_epoch(cfg, splits), splits["train"].labels
+            )
+            if initial_weights is not None:
+                model.load_weights(initial_weights)
+
+        run = tracking.start_run(wandb_config or cfg, run_dir)
+        exit_code = 1
+        try:
+            logger = tracking.metrics_logger(run)
+            history = model.fit(
+                train_ds,
+                validation_data=val_ds,
+                callbacks=[*cb.training_callbacks(cfg, run_dir), *schedule_callbacks, *callbacks,
+                           *([logger] if logger is not None else [])],
+                verbose=keras_verbosity() if verbose is None else verbose,
+                initial_epoch=initial_epoch,
+                **fit_kwargs,
+            )
+            _stop_if_diverged(history, run_dir, cfg)
+            metrics = _record(cfg, run_dir, splits, run)
+            exit_code = 0
+        finally:
+            tracking.finish(run, exit_code)
+        shutil.rmtree(run_dir / cb.BACKUP_DIR, ignore_errors=True)
+    return metrics
+
+
+def finished_run(run_dir, cfg):
+    """metrics.json of a complete run in `run_dir`; None for a new or interrupted one, or one that
+    never finished an epoch (nothing to protect: its settings are replaced).
+
+    A folder holding finished epochs of other settings is refused: resuming it would mix two runs.
+    Keys in `config.RESUMABLE` (tracking, where the run lives) may differ.
+    """
+    saved_path = run_dir / CONFIG_FILE
+    if not saved_path.exists() or not _has_finished_epochs(run_dir):
+        return None
+    try:
+        saved = json.loads(saved_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise FerError(f"{saved_path} is not readable JSON: restore it, or choose another output folder") from None
+    changed = sorted(k for k in cfg if k not in RESUMABLE and saved.get(k) != cfg[k])
+    if changed:
+        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {cfg[k]!r}" for k in changed)
+        raise FerError(
+            f"run folder {run_dir} holds a run with other settings ({diffs}); "
+            "resume it with the same settings or choose another output folder"
+        )
+    metrics_path = run_dir / METRICS_FILE
+    return json.loads(metrics_path.read_text()) if metrics_path.exists() else None
+
+
+def _has_finished_epochs(run_dir):
+    """Whether an epoch ended with a finite loss here (a checkpoint, or a finite row of history)."""
+    _, rows = cb.read_history(run_dir / cb.HISTORY_FILE)
+    return (run_dir / MODEL_FILE).exists() or any(_finite(r.get("loss")) for r in rows)
+
+
+def _finite(text):
+    try:
+        return math.isfinite(float(text))
+    except (TypeError, ValueError):
+        return False
+
+
+def _stop_if_diverged(history, run_dir, cfg):
+    """After `TerminateOnNaN` stopped `fit`: drop the backup (it holds the broken weights) and fail
+    with what happened and what is kept."""
+    losses = history.history.get("loss", [])
+    if not losses or math.isfinite(losses[-1]):
+        return
+    shutil.rmtree(run_dir / cb.BACKUP_DIR, ignore_errors=True)
+    model_path = run_dir / MODEL_FILE
+    kept = (
+        f"the last good checkpoint is kept at {model_path}"
+        if model_path.exists()
+        else "no epoch finished before it, so there is no checkpoint"
+    )
+    raise DivergedError(
+        f"training stopped: the loss became NaN or infinite in epoch {history.epoch[-1] + 1} "
+        f"(learning_rate {cfg['learning_rate']:g} may be too high); {kept}"
+    )
+
+
+def _record(cfg, run_dir, splits, run):
+    """Evaluate the best checkpoint on every split and write the run's record (report, plots,
+    SavedModel, W&B summary, metrics.json last); return metrics.json's content."""
+    start = time.perf_counter()
+    model_path = run_dir / MODEL_FILE
+    model = load_keras_model(model_path)
+    results = evaluate_model(model, splits, batch_size=max(256, cfg["batch_size"]), verbose=0)
+    _, rows = cb.read_history(run_dir / cb.HISTORY_FILE)
+    best = max(rows, key=lambda r: float(r["val_accuracy"]), default=None)
+    extra = {
+        "model": cfg["model"],
+        "params": int(model.count_params()),
+        "epochs": len(rows),
+        "best_epoch": int(best["epoch"]) + 1 if best else None,
+        "train_time": sum(float(r["epoch_time"]) for r in rows),  # every epoch, across resumes
+    }
+    if cfg["overfit_check"]:
+        accuracy = results["train"]["accuracy"]
+        extra["overfit_check"] = {"samples": cfg["overfit_check"], "train_accuracy": accuracy,
+                                  "reached_100": accuracy >= 1.0}
+    plot_history(run_dir / cb.HISTORY_FILE, run_dir / "plots" / "history.png")
+    if cfg["export"]:
+        export_savedmodel(model, run_dir / SAVEDMODEL_DIR, model_name=cfg["model"])
+    extra["wall_time"] = extra["train_time"] + time.perf_counter() - start
+    tracking.log_results(run, results, model_path=model_path, extra=extra)
+    metrics = write_evaluation(run_dir, results, extra)
+    _print_summary(run_dir, metrics, extra)
+    return metrics
+
+
+def _print_summary(run_dir, metrics, extra):
+    """The run's headline numbers on the terminal."""
+    for split in ("train", "val", "test"):
+        if split in metrics:
+            m = metrics[split]
+            print(f"{split}: accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}, "
+                  f"loss {m['loss']:.4f}")
+    check = extra.get("overfit_check")
+    if check:
+        verdict = "reached" if check["reached_100"] else "did NOT reach"
+        print(f"overfit check: training accuracy {check['train_accuracy']:.2%} on {check['samples']} "
+              f"samples: {verdict} 100%")
+    print(f"{extra['epochs']} epochs, {extra['wall_time']:.0f} s; run folder: {run_dir}")
