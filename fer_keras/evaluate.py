@@ -33,6 +33,17 @@ def evaluate_model(model, splits, batch_size=256, verbose="auto"):
     return results
 
 
+def accuracy_with_tta(model, data_path, split="val"):
+    """Accuracy of `model` on the labelled `split` (default PublicTest) of `data_path`, averaging
+    each face's probabilities with its mirror image's (flip TTA, as `predict --tta` does)."""
+    from fer_keras.predict import predict_probabilities
+
+    data = split_data(load_fer2013(data_path))[split]
+    predictor = lambda x: softmax(np.asarray(model.predict_on_batch(x), np.float32), axis=-1)  # noqa: E731
+    probs = predict_probabilities([predictor], data.images, tta=True)
+    return float(np.mean(probs.argmax(axis=1) == data.labels))
+
+
 def write_evaluation(out_dir, results, extra=None):
     """Write classification_report.txt, plots/confusion_matrix_<split>.png and, last (a run folder's
     mark of completion), metrics.json.

@@ -1,6 +1,6 @@
 """Grad-CAM heat maps over sample faces: where the network looks (https://arxiv.org/abs/1610.02391).
 
-`python -m fer_keras.explain --model PATH [--data PATH] [--n 16] --out grid.png [--split NAME]
+`python -m fer_keras.explain [--model PATH] [--data PATH] [--n 16] --out grid.png [--split NAME]
 [--layer NAME] [--seed S]`
 """
 
@@ -9,6 +9,7 @@ import math
 import keras
 import tensorflow as tf
 
+from fer_keras import pretrained
 from fer_keras.cli import ArgumentParser, user_errors
 from fer_keras.constants import CLASS_NAMES, IMAGE_SIZE
 from fer_keras.data import default_data, load_fer2013, sample_faces
@@ -119,7 +120,7 @@ def plot_grid(images, heatmaps, probs, labels, path, alpha=0.45):
 @user_errors
 def main(argv=None):
     parser = ArgumentParser(prog="python -m fer_keras.explain", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="a .keras file or a run folder with model.keras")
+    parser.add_argument("--model", help="a .keras file or a run folder with model.keras (default: the shipped model)")
     parser.add_argument("--data", help="FER2013 CSV (any layout; default: the synthetic default data)")
     parser.add_argument("--n", type=int, default=16, help="number of faces (default 16)")
     parser.add_argument("--out", required=True, help="PNG file for the grid")
@@ -131,7 +132,11 @@ def main(argv=None):
         parser.error("--n must be at least 1")
     check_output(args.out)
 
-    model = load_keras_model(args.model)
+    if args.model:
+        model = load_keras_model(args.model)
+    else:
+        print(pretrained.describe())
+        model = pretrained.load()
     layer = target_layer(model, args.layer)
     faces = sample_faces(load_fer2013(args.data or default_data()), args.n, args.seed, args.split)
     heatmaps, probs = grad_cam(model, faces.images, layer)

@@ -312,3 +312,51 @@ def test_distributed_search_with_a_chief_and_two_workers(tmp_path, free_ports):
         run = read_offline_run(search_dir / f"trial_{trial_id}")
         assert run["group"] == "dist" and run["config"]["tuning"]["tuner_id"] == ran_on
     assert len(_summary(search_dir)) == 4 and (search_dir / "best_config.json").exists()
+
+
+# --- grid search: the original projects' exact series ---------------------------------------------
+
+
+def test_grid_values_are_read_like_set_values():
+    assert search.parse_grid(["learning_rate=1e-4, 1e-3,1e-2", "widths=[8,16],[16]", "schedule=cosine,plateau",
+                              "name=x"]) == {
+        "learning_rate": [1e-4, 1e-3, 1e-2], "widths": [[8, 16], [16]], "schedule": ["cosine", "plateau"],
+        "name": ["x"]}
+    with pytest.raises(FerError, match="given twice"):
+        search.parse_grid(["dropout=0.1", "dropout=0.2"])
+
+
+@pytest.mark.parametrize("grid, message", [
+    (["learning_rate=0.1,inf"], "'learning_rate': expected a finite number > 0, got inf"),
+    (["wandb=offline,disabled"], "--grid wandb: wandb is not a training setting a grid can vary"),
+    (["model=tiny_cnn,resnet_fer", "dense_units=[64]"], "--grid dense_units: model 'tiny_cnn' has no hyperparameter"),
+    (["dropout=0.3,x"], "hyperparameter dropout: expected a finite number"),
+])
+def test_grid_refuses_what_it_cannot_vary(tmp_path, capsys, grid, message):
+    args = ["--tuner", "grid", "--max-epochs", "1", "--out", str(tmp_path), "--name", "g", "--dry-run"]
+    with pytest.raises(SystemExit) as exit_info:
+        search.main([*args, *(f"--grid={g}" for g in grid)])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_grid_search_trains_every_combination_once_and_resumes(tmp_path, capsys):
+    args = [*TINY, "--tuner", "grid", "--grid", "learning_rate=1e-3,3e-3", "--grid", "model=tiny_cnn,simple_cnn",
+            "--grid", "batch_size=32", "--max-epochs", "1", "--out", str(tmp_path), "--name", "g", "--wandb",
+            "disabled"]
+    assert search.main(args) == 0
+    rows = _summary(tmp_path / "g")
+    combos = sorted((float(r["learning_rate"]), r["model"]) for r in rows)
+    assert combos == [(1e-3, "simple_cnn"), (1e-3, "tiny_cnn"), (3e-3, "simple_cnn"), (3e-3, "tiny_cnn")]
+    for trial_id in load_trials(tmp_path / "g"):
+        saved = json.loads((tmp_path / "g" / f"trial_{trial_id}" / "config.json").read_text())
+        row = next(r for r in rows if r["trial"] == trial_id)
+        assert (saved["model"], saved["learning_rate"], saved["batch_size"]) == (row["model"],
+                                                                                  float(row["learning_rate"]), 32)
+        # A model switched by the grid starts from its own builder defaults, not the base's widths.
+        assert saved["model_args"] == ({"widths": [8]} if saved["model"] == "tiny_cnn" else {})
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "g").glob("trial_*/metrics.json")}
+    capsys.readouterr()
+    assert search.main(args) == 0  # resumes: nothing left to train
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "g").glob("trial_*/metrics.json")} == stamps
+    assert len(_summary(tmp_path / "g")) == 4

@@ -46,7 +46,11 @@ def build_parser():
     search.add_argument("--factor", type=int, metavar="F", help=f"Hyperband reduction factor (default {DEFAULT_FACTOR})")
     search.add_argument("--max-trials", type=int, metavar="N",
                         help=f"trials of a random or bayesian search (default {DEFAULT_MAX_TRIALS}); "
-                        "may grow when resuming")
+                        "may grow when resuming; a grid search runs every combination unless capped")
+    search.add_argument("--grid", action="append", metavar="KEY=V1,V2,...", default=[],
+                        help="exact values of one training option or builder hyperparameter (repeat for "
+                        "more keys); --tuner grid trains every combination once, e.g. --grid "
+                        "learning_rate=1e-4,1e-3,1e-2 --grid widths=[32,64],[64,128]")
     search.add_argument("--objective", choices=tuple(OBJECTIVES), default="val_accuracy",
                         help="validation metric to maximise (val_f1_score: macro F1)")
     search.add_argument("--only", nargs="+", metavar="PARAM",
@@ -62,11 +66,40 @@ def build_parser():
 
 
 def base_config(args):
-    """The base config, resolved like `fer_keras.train`'s, with the first --model candidate."""
+    """The base config, resolved like `fer_keras.train`'s, with the first --model (or grid model)."""
     flags, config_file, assignments = config_lib.options_from_args(args)
-    if args.models:
-        flags["model"] = args.models[0]
+    models = parse_grid(args.grid).get("model") or args.models
+    if models:
+        flags["model"] = models[0]
     return config_lib.resolve_config(flags, config_file, assignments)
+
+
+def parse_grid(items):
+    """`["learning_rate=1e-4,1e-3", "widths=[32,64],[64]"]` -> {"learning_rate": [0.0001, 0.001],
+    "widths": [[32, 64], [64]]}: values split at top-level commas, read like --set values."""
+    grid = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise FerError(f"--grid expects KEY=V1,V2,..., got {item!r}")
+        if key in grid:
+            raise FerError(f"--grid {key} is given twice: list all its values in one --grid")
+        read = (lambda t: config_lib.option_value(key, t)) if key in config_lib.OPTIONS else config_lib.coerce
+        grid[key] = [read(token) for token in _top_level_split(text)]
+    return grid
+
+
+def _top_level_split(text):
+    """`text` split at commas outside brackets and braces, each part stripped."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(text[start:i].strip())
+            start = i + 1
+    parts.append(text[start:].strip())
+    return [p for p in parts if p]
 
 
 def search_state(args, space):
@@ -122,6 +155,9 @@ def check_args(args):
             raise FerError("--factor must be at least 2")
     elif args.factor is not None:
         raise FerError("--factor is for --tuner hyperband")
+    if (args.tuner == "grid") != bool(args.grid):
+        raise FerError("--tuner grid and --grid go together: a grid search needs its values, and --grid "
+                       "values are searched only by --tuner grid")
 
 
 def run_search(args):
@@ -132,7 +168,7 @@ def run_search(args):
     if base["strategy"] not in TRIAL_STRATEGIES:
         raise FerError("strategy 'multi_worker' cannot train single trials: KerasTuner gives each process "
                        "its own trials; spread trials over machines with KERASTUNER_* (see tuning/distributed.py)")
-    space = SearchSpace(base, models=args.models, only=args.only)
+    space = SearchSpace(base, models=args.models, only=args.only, grid=parse_grid(args.grid))
     state = search_state(args, space)
     if args.dry_run:
         print(json.dumps({k: v for k, v in state.items() if k != "space"} | {"dims": state["space"]["dims"]}, indent=2))
@@ -148,7 +184,8 @@ def run_search(args):
             hypermodel.splits  # noqa: B018  (bad data fails here, once, not in every trial)
         tuner = make_tuner(
             args.tuner, hypermodel, directory=args.searches, name=args.search, objective=args.objective,
-            factor=args.factor, max_trials=args.max_trials or DEFAULT_MAX_TRIALS,
+            factor=args.factor,
+            max_trials=args.max_trials if args.tuner == "grid" else args.max_trials or DEFAULT_MAX_TRIALS,
             strategy=None if base["strategy"] == "default" else strategy, seed=base["seed"],
         )
         tuner.search(verbose=keras_verbosity())

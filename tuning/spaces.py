@@ -6,12 +6,14 @@ trial's values map one to one onto a config that `python -m fer_keras.train` acc
 searched keeps the base config's value; each searched value defaults to it too.
 """
 
+import itertools
 from dataclasses import asdict, dataclass
 
 from fer_keras import config as config_lib
 from fer_keras.augment import PRESETS
 from fer_keras.errors import FerError
 from fer_keras.models import default_hparams, list_models
+from fer_keras.models.registry import check_hparams
 from fer_keras.optim import OPTIMIZERS
 
 # Training-config dimensions: candidate values (the base value is always added).
@@ -105,22 +107,59 @@ def builder_dims(model, model_args=None):
     return dims
 
 
+# Options a grid may not vary: they name, track or place a run, or are not training settings.
+NOT_GRID = (*config_lib.RESUMABLE, "model_args", "recipe", "overfit_check", "export", "data")
+
+
+def grid_dims(base, grid, models):
+    """Grid dimensions from exact values: training options (checked like the config) or builder
+    hyperparameters that every candidate model takes (list values, like widths, as "32,64")."""
+    dims = {}
+    for key, values in grid.items():
+        if not values:
+            raise FerError(f"--grid {key}: give at least one value")
+        if key in NOT_GRID:
+            raise FerError(f"--grid {key}: {key} is not a training setting a grid can vary")
+        if key in config_lib.OPTIONS:
+            values = [config_lib.OPTIONS[key].validate(key, v) for v in values]
+            if key == "model":
+                for name in values:
+                    config_lib.validate({**base, "model": name, "model_args": {}})
+        else:
+            try:
+                for model, value in itertools.product(models, values):
+                    check_hparams(model, {key: value})
+            except ValueError as exc:
+                raise FerError(f"--grid {key}: {exc}") from None
+            values = [encode_units(v) if isinstance(v, (list, tuple)) else v for v in values]
+        dims[key] = Dim(key, "Choice", {"values": list(dict.fromkeys(values)), "default": values[0]})
+    return dims
+
+
 class SearchSpace:
     """The searched dimensions around a base config (resolved, so valid), and the trial config they make.
 
     `models`: the candidate architectures; several make `model` a dimension, and then the builders
     keep their own defaults. `only`: restrict the search to these dimensions (a one-dimension
-    series such as `["learning_rate"]`); the others keep the base value.
+    series such as `["learning_rate"]`); the others keep the base value. `grid`: exact values per
+    key instead ({"learning_rate": [1e-4, 1e-3], "model": [...]}), for a grid search.
     """
 
-    def __init__(self, base, models=None, only=None):
+    def __init__(self, base, models=None, only=None, grid=None):
         self.base = base
+        if grid:
+            if len(models or ()) > 1 or only:
+                raise FerError("--grid gives the searched values itself: use it without several --model or --only")
+            models = grid.get("model", models)
         self.models = list(dict.fromkeys(models or [self.base["model"]]))
         unknown = sorted(set(self.models) - set(list_models()))
         if unknown:
             raise FerError(f"unknown model {', '.join(unknown)}; known models: {', '.join(list_models())}")
         if self.base["model"] != self.models[0]:
             raise FerError(f"the base config's model {self.base['model']!r} must be the first candidate")
+        if grid:
+            self.dims = grid_dims(self.base, grid, self.models)
+            return
         available = training_dims(self.base)
         if len(self.models) > 1:
             available = {"model": _choice("model", self.models, self.models[0]), **available}

@@ -131,7 +131,11 @@ class BayesianSearch(TrialRunner, kt.BayesianOptimization):
     """Gaussian-process Bayesian optimisation over fer_keras trials."""
 
 
-TUNERS = {"hyperband": HyperbandSearch, "random": RandomSearch, "bayesian": BayesianSearch}
+class GridSearch(TrialRunner, kt.GridSearch):
+    """Every combination of exact values (`--grid`), each trained once."""
+
+
+TUNERS = {"hyperband": HyperbandSearch, "random": RandomSearch, "bayesian": BayesianSearch, "grid": GridSearch}
 
 
 def make_tuner(kind, hypermodel, *, directory, name, objective="val_accuracy", factor=3, max_trials=10,
@@ -151,4 +155,4 @@ def make_tuner(kind, hypermodel, *, directory, name, objective="val_accuracy", f
     }
     if kind == "hyperband":
         return HyperbandSearch(max_epochs=hypermodel.max_epochs, factor=factor, **common)
-    return TUNERS[kind](max_trials=max_trials, **common)
+    return TUNERS[kind](max_trials=max_trials, **common)  # grid: None runs every combination
