@@ -25,6 +25,7 @@ from fer_keras.evaluate import evaluate_model, write_evaluation
 from fer_keras.export import export_savedmodel
 from fer_keras.io import write_json
 from fer_keras.lock import folder_lock
+from fer_keras.models.profile import count_macs
 from fer_keras.plots import plot_history
 from fer_keras.saving import MODEL_FILE, load_keras_model
 
@@ -155,6 +156,7 @@ def _record(cfg, run_dir, splits, run):
     extra = {
         "model": cfg["model"],
         "params": int(model.count_params()),
+        "macs": count_macs(model),
         "epochs": len(rows),
         "best_epoch": int(best["epoch"]) + 1 if best else None,
         "train_time": sum(float(r["epoch_time"]) for r in rows),  # every epoch, across resumes

@@ -32,6 +32,16 @@ def _seed():
         keras.mixed_precision.set_global_policy("float32")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_environment(tmp_path_factory):
+    """The decode cache and W&B files out of the user's home for module fixtures too (they run
+    before the per-test environment below)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FER_KERAS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        mp.setenv("WANDB_DIR", str(tmp_path_factory.getbasetemp() / "wandb"))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _test_environment(tmp_path_factory, monkeypatch):
     """The environment of every test and of the processes it starts: the decode cache and W&B files

@@ -162,12 +162,8 @@ HYPERBAND = [*TINY, "--tuner", "hyperband", "--max-epochs", "2", "--factor", "2"
 @pytest.fixture(scope="module")
 def hyperband_search(tmp_path_factory):
     """Run the tiny Hyperband search once (5 trials, one continuing another); its folder."""
-    base = tmp_path_factory.getbasetemp()
     out = tmp_path_factory.mktemp("searches")
-    with pytest.MonkeyPatch.context() as mp:  # conftest's isolation is per test; same folders here
-        mp.setenv("FER_KERAS_CACHE", str(base / "cache"))
-        mp.setenv("WANDB_DIR", str(base / "wandb"))
-        assert search.main([*HYPERBAND, "--out", str(out)]) == 0
+    assert search.main([*HYPERBAND, "--out", str(out)]) == 0
     return out / "hb"
 
 

@@ -16,6 +16,7 @@ from fer_keras.cli import ArgumentParser, user_errors
 from fer_keras.errors import FerError
 from fer_keras.io import atomic_path, write_json, write_text
 from fer_keras.runner import METRICS_FILE
+from fer_keras.tables import fmt, markdown_table
 from tuning.spaces import SearchSpace
 from tuning.tuner import RUN_FILE
 
@@ -116,20 +117,9 @@ def _markdown(state, rows, columns):
         "",
     ]
     if best:
-        lines += [f"Best: trial {best['trial']}, {state['objective']} {_fmt(best[state['objective']])}; "
+        lines += [f"Best: trial {best['trial']}, {state['objective']} {fmt(best[state['objective']])}; "
                   "retrain it with `python -m fer_keras.train --config best_config.json`.", ""]
-    lines.append("| " + " | ".join(columns) + " |")
-    lines.append("|" + "---|" * len(columns))
-    lines += ["| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def _fmt(value):
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+    return "\n".join(lines) + "\n" + markdown_table(rows, columns)
 
 
 def _finite(value):

@@ -1,0 +1,143 @@
+"""Compare finished runs: one table (Markdown and CSV), overlaid validation curves, per-class recall.
+
+`python -m fer_keras.compare RUN_OR_FOLDER ... --out DIR` takes run folders, or folders holding them
+at any depth (a study, a search), and writes DIR/comparison.md, comparison.csv, curves.png and
+per_class.png. Columns: the run, model, parameters, MACs, epochs, best epoch, train/val/test
+accuracy and macro F1, train-val gap, minutes, and every setting that differs between the runs.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from fer_keras.cli import ArgumentParser, user_errors
+from fer_keras.config import RESUMABLE
+from fer_keras.constants import CLASS_NAMES
+from fer_keras.errors import FerError
+from fer_keras.io import atomic_path, check_output, write_text
+from fer_keras.runner import CONFIG_FILE, METRICS_FILE
+from fer_keras.tables import markdown_table
+
+# Settings that differ between any two runs without being an experiment's variable.
+NOT_VARIABLES = (*RESUMABLE, "recipe")
+
+
+def find_runs(paths):
+    """Finished run folders (holding metrics.json and config.json) named by or found under `paths`."""
+    runs = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            raise FerError(f"{path}: not a folder")
+        found = [path] if (path / METRICS_FILE).exists() else sorted(p.parent for p in path.rglob(METRICS_FILE))
+        found = [run for run in found if (run / CONFIG_FILE).exists()]
+        if not found:
+            raise FerError(f"{path}: no finished run in it (no {METRICS_FILE} beside a {CONFIG_FILE})")
+        runs += [run for run in found if run not in runs]
+    return runs
+
+
+def _label(run, runs):
+    """The shortest unambiguous name of `run`: its path below the runs' common folder."""
+    if len(runs) == 1:
+        return run.name
+    common = Path(*[parts[0] for parts in zip(*(r.resolve().parts for r in runs)) if len(set(parts)) == 1])
+    return str(run.resolve().relative_to(common)) if common != run.resolve() else run.name
+
+
+def _flat(cfg):
+    """The config with builder hyperparameters as top-level `model_args.KEY` columns."""
+    flat = {k: v for k, v in cfg.items() if k != "model_args"}
+    flat.update({f"model_args.{k}": v for k, v in cfg["model_args"].items()})
+    return {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in flat.items()}
+
+
+def comparison_table(runs):
+    """One row per run: headline figures, then the settings that vary."""
+    records = [(json.loads((r / METRICS_FILE).read_text()), _flat(json.loads((r / CONFIG_FILE).read_text())))
+               for r in runs]
+    keys = sorted({k for _, cfg in records for k in cfg} - set(NOT_VARIABLES))
+    varying = [k for k in keys if len({str(cfg.get(k)) for _, cfg in records}) > 1]
+    rows = []
+    for run, (metrics, cfg) in zip(runs, records):
+        row = {"run": _label(run, runs), "model": metrics.get("model"), "params": metrics.get("params"),
+               "macs": metrics.get("macs"), "epochs": metrics.get("epochs"), "best_epoch": metrics.get("best_epoch")}
+        for split in ("train", "val", "test"):
+            section = metrics.get(split, {})
+            row[f"{split}_accuracy"] = section.get("accuracy")
+            row[f"{split}_macro_f1"] = section.get("macro_f1")
+        row["gap"] = metrics.get("train_val_gap")
+        row["minutes"] = metrics["train_time"] / 60 if "train_time" in metrics else None
+        row.update({k: cfg.get(k) for k in varying if k not in row})  # model, epochs: as run
+        rows.append(row)
+    return pd.DataFrame(rows).dropna(axis=1, how="all")
+
+
+def plot_curves(runs, labels, path):
+    """Validation accuracy per epoch of every run (solid), training accuracy dashed in the same colour."""
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    ax = fig.subplots()
+    for i, (run, label) in enumerate(zip(runs, labels)):
+        history = pd.read_csv(run / "history.csv").drop_duplicates("epoch", keep="last")
+        color = f"C{i % 10}"
+        ax.plot(history["epoch"] + 1, history["val_accuracy"], color=color, label=label)
+        ax.plot(history["epoch"] + 1, history["accuracy"], color=color, ls="--", alpha=0.6)
+    ax.set(xlabel="epoch", ylabel="accuracy", title="Validation accuracy (training dashed)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def plot_per_class(runs, labels, path, split="val"):
+    """Per-class recall on `split` as grouped bars, one bar per run in every class."""
+    fig = Figure(figsize=(max(8, len(runs) * 1.6), 4.5), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(runs)
+    for i, (run, label) in enumerate(zip(runs, labels)):
+        per_class = json.loads((run / METRICS_FILE).read_text())[split]["per_class"]
+        recall = [per_class[c]["recall"] for c in CLASS_NAMES]
+        ax.bar(np.arange(len(CLASS_NAMES)) + (i - (len(runs) - 1) / 2) * width, recall, width, label=label)
+    ax.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES)
+    ax.set(ylabel=f"recall ({split})", ylim=(0, 1), title=f"Per-class recall on {split}")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def _save(fig, path):
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+
+
+def compare(paths, out):
+    """Write the comparison of the runs in `paths` into folder `out`; return the table."""
+    runs = find_runs(paths)
+    table = comparison_table(runs)
+    out = Path(out)
+    with atomic_path(out / "comparison.csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    write_text(out / "comparison.md", markdown_table(table.to_dict("records"), list(table.columns)))
+    labels = list(table["run"])
+    plot_curves(runs, labels, out / "curves.png")
+    if all("val" in json.loads((r / METRICS_FILE).read_text()) for r in runs):
+        plot_per_class(runs, labels, out / "per_class.png")
+    return table
+
+
+@user_errors
+def main(argv=None):
+    parser = ArgumentParser(prog="python -m fer_keras.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", metavar="RUN_OR_FOLDER", help="run folders, or folders holding runs")
+    parser.add_argument("--out", required=True, help="folder for comparison.md/.csv, curves.png, per_class.png")
+    args = parser.parse_args(argv)
+    check_output(args.out, folder=True)
+    table = compare(args.paths, args.out)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"{len(table)} runs compared in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
