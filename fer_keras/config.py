@@ -18,6 +18,7 @@ import yaml
 from fer_keras.augment import PRESETS
 from fer_keras.constants import NUM_CLASSES
 from fer_keras.data.pipeline import SAMPLINGS
+from fer_keras.data.splits import SPLIT_MODES
 from fer_keras.distribute import STRATEGIES
 from fer_keras.errors import FerError
 from fer_keras.losses import LOSSES
@@ -109,7 +110,14 @@ OPTIONS = {
                    "embedded synthetic data)", optional=True),
     "limit": Option(None, "use only N rows, sampled stratified by class and Usage with the seed", int, low=1,
                     optional=True),
-    "val_fraction": Option(0.1, "validation share when the file has no Usage column", float, low=0.0, high=0.9),
+    "val_fraction": Option(0.1, "validation share carved from Training (split stratified, or a file without "
+                           "PublicTest)", float, above=0.0, high=0.9),
+    "split": Option("usage", "usage: Training / PublicTest / PrivateTest as the file says; stratified: val "
+                    "carved from Training by val_fraction, PublicTest and PrivateTest are test", choices=SPLIT_MODES),
+    "folds": Option(None, "cross-validation: one run per fold of a stratified K-fold split of Training, "
+                    "reported as mean +- std (null = off)", int, low=2, optional=True),
+    "fold": Option(None, "with folds: train only this fold, 0-based (null = every fold in turn)", int, low=0,
+                   optional=True),
     # Model
     "model": Option("simple_cnn", "registered architecture (python -m fer_keras.models lists them)"),
     "model_args": Option({}, "builder hyperparameters, e.g. {dropout: 0.3, l2: 1e-4} (flag: --set)", dict),
@@ -323,6 +331,8 @@ def validate(cfg):
         raise FerError(f"config lacks keys: {', '.join(missing)}")
     checked = {key: OPTIONS[key].validate(key, value) for key, value in cfg.items()}
     checked["model_args"] = _check_model(checked["model"], checked["model_args"])
+    if checked["fold"] is not None and (checked["folds"] is None or checked["fold"] >= checked["folds"]):
+        raise FerError(f"config key 'fold': {checked['fold']} needs folds above it, got folds {checked['folds']}")
     if checked["class_weight"] and checked["sampling"] == "balanced":
         raise FerError("config keys 'class_weight' and 'sampling': choose one way to balance classes")
     return checked

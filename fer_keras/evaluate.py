@@ -86,8 +86,8 @@ def load_split(path, split, cfg):
     data = load_fer2013(path)
     if data.labels is None:
         raise FerError(f"{path} has no labels: there is nothing to evaluate against")
-    kwargs = {k: cfg[k] for k in ("val_fraction", "seed") if cfg.get(k) is not None}
-    splits = split_data(data, **kwargs)
+    kwargs = {k: cfg[k] for k in ("val_fraction", "seed", "folds", "fold") if cfg.get(k) is not None}
+    splits = split_data(data, mode=cfg.get("split", "usage"), **kwargs)
     if split not in splits:
         raise FerError(f"{path} has no {split} split (it has: {', '.join(splits)})")
     return splits[split]

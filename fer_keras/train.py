@@ -10,12 +10,14 @@ Running the same command again with the same `--out` resumes an interrupted run.
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from fer_keras import config as config_lib
 from fer_keras import multi_worker, runner
 from fer_keras.cli import ArgumentParser, user_errors
 from fer_keras.distribute import get_strategy
+from fer_keras.io import write_json
 from fer_keras.models import default_hparams
 
 
@@ -23,6 +25,8 @@ def train(cfg, verbose=None):
     """Run `cfg` (resolved by `config.resolve_config`) as `python -m fer_keras.train` does: the
     overfit check's settings, the strategy and this process's part in it, then `run_training`.
     Returns metrics.json's content plus `run_dir`."""
+    if cfg["folds"] and cfg["fold"] is None:
+        return cross_validate(cfg, verbose)
     if cfg["overfit_check"]:
         cfg = overfit_config(cfg)
     strategy = get_strategy(cfg["strategy"])  # before any other TensorFlow work (device setup)
@@ -31,7 +35,7 @@ def train(cfg, verbose=None):
         where = f"; this process is {task}{' (chief)' if chief else ''}" if task else ""
         print(f"strategy: {cfg['strategy']} ({type(strategy).__name__}) with "
               f"{strategy.num_replicas_in_sync} replicas{where}")
-    run_dir = Path(cfg["out"] or f"runs/{cfg['model']}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir = Path(cfg["out"] or default_out(cfg))
     if not chief:  # the chief owns the run folder, W&B and the export; other workers keep their own
         run_dir = run_dir / task
         cfg = {**cfg, "wandb": "disabled", "export": False}
@@ -39,6 +43,35 @@ def train(cfg, verbose=None):
     callbacks = [multi_worker.SameResumeEpoch()] if cfg["strategy"] == "multi_worker" else []
     metrics = runner.run_training(cfg, run_dir, strategy=strategy, callbacks=callbacks, verbose=verbose)
     return {**metrics, "run_dir": str(run_dir)}
+
+
+def default_out(cfg):
+    """runs/<model>-<timestamp>."""
+    return f"runs/{cfg['model']}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def cross_validate(cfg, verbose=None):
+    """Every fold of `cfg["folds"]` as its own run in <out>/fold-<i> (one W&B group), then
+    <out>/cross_validation.json with mean and std across folds; returns that plus `run_dir`."""
+    out = Path(cfg["out"] or default_out(cfg))
+    folds = [train({**cfg, "fold": i, "out": str(out / f"fold-{i}"), "group": cfg["group"] or out.name}, verbose)
+             for i in range(cfg["folds"])]
+    summary = {"folds": cfg["folds"]}
+    for split in ("val", "test"):
+        if all(split in f for f in folds):
+            summary[split] = {metric: _spread([f[split][metric] for f in folds]) for metric in ("accuracy", "macro_f1")}
+    write_json(out / "cross_validation.json", summary)
+    for split in ("val", "test"):
+        if split in summary:
+            m = summary[split]
+            print(f"{cfg['folds']}-fold {split}: accuracy {m['accuracy']['mean']:.4f} +- {m['accuracy']['std']:.4f}, "
+                  f"macro F1 {m['macro_f1']['mean']:.4f} +- {m['macro_f1']['std']:.4f}")
+    return {**summary, "run_dir": str(out)}
+
+
+def _spread(values):
+    """Mean, sample standard deviation and the values themselves."""
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)), "values": values}
 
 
 def overfit_config(cfg):

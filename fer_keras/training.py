@@ -18,8 +18,8 @@ from fer_keras.optim import build_optimizer, schedule_callbacks
 
 def load_splits(cfg):
     """The labelled dataset of `cfg["data"]` (synthetic default when None), cut to `cfg["limit"]`
-    rows, split into train/val(/test) by Usage or by `val_fraction` (with `overfit_check`, N training
-    faces as both train and val); says which data it uses."""
+    rows, split into train/val(/test) as `split`, `val_fraction` and `folds`/`fold` say (with
+    `overfit_check`, N training faces as both train and val); says which data it uses."""
     path = cfg["data"] or default_data()
     print(f"data: {path}" if cfg["data"] else
           f"data: the embedded synthetic set {path} (no --data given and ${DATA_ENV} unset)")
@@ -28,7 +28,8 @@ def load_splits(cfg):
         raise FerError(f"{path} has no emotion labels: training needs them")
     if cfg["limit"]:
         data = data.subset(stratified_sample(data, cfg["limit"], cfg["seed"]))
-    splits = split_data(data, val_fraction=cfg["val_fraction"], seed=cfg["seed"])
+    splits = split_data(data, val_fraction=cfg["val_fraction"], seed=cfg["seed"], mode=cfg["split"],
+                        folds=cfg["folds"], fold=cfg["fold"])
     if cfg["overfit_check"]:  # train and validate on the same few faces
         train = splits["train"]
         sample = train.subset(stratified_sample(train, cfg["overfit_check"], cfg["seed"]))

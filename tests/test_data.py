@@ -305,7 +305,26 @@ def test_split_by_usage():
     assert {k: len(v) for k, v in splits.items()} == {"train": 50, "val": 20, "test": 10}
     np.testing.assert_array_equal(splits["val"].images, data.images[50:70])
     assert set(splits["test"].usage) == {"PrivateTest"}
-    assert set(split_data(data, by_usage=False)) == {"train", "val"}
+
+
+def test_stratified_split_and_folds_carve_val_from_training():
+    usage = np.array(["Training"] * 140 + ["PublicTest"] * 35 + ["PrivateTest"] * 35)
+    data = labelled(210, usage)
+    splits = split_data(data, mode="stratified", val_fraction=0.2, seed=1)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 112, "val": 28, "test": 70}
+    assert set(splits["val"].usage) == {"Training"} and set(splits["test"].usage) == {"PublicTest", "PrivateTest"}
+    assert np.all(np.abs(np.bincount(splits["val"].labels, minlength=7) - 4) <= 1)  # stratified
+    vals = [split_data(data, folds=5, fold=i, seed=1)["val"] for i in range(5)]
+    keys = [_row_keys(v) for v in vals]
+    assert sum(len(k) for k in keys) == 140 and len(set().union(*keys)) == 140  # every Training row once
+    fold = split_data(data, folds=5, fold=2, seed=1)
+    assert not _row_keys(fold["train"]) & _row_keys(fold["val"]) and len(fold["test"]) == 70
+    no_usage = labelled(70)
+    assert set(split_data(no_usage, mode="stratified")) == {"train", "val"}
+    with pytest.raises(DataError, match="fold must be in 0..4"):
+        split_data(data, folds=5, fold=5)
+    with pytest.raises(DataError, match="unknown split mode 'random'"):
+        split_data(data, mode="random")
 
 
 def test_split_without_publictest_carves_val_from_training():

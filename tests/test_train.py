@@ -506,3 +506,22 @@ def test_keras_fit_still_needs_the_multi_worker_fix(tmp_path, free_ports):
     outputs = [log for _, log in run_cluster(script, free_ports(2), tmp_path, timeout=180)]
     assert not any("MULTI_WORKER_FIT_OK" in out for out in outputs), "Keras fixed multi-worker fit: drop the fix"
     assert any("Attempt to convert a value (PerReplica" in out for out in outputs), outputs[0][-3000:]
+
+
+@pytest.mark.slow
+def test_cross_validation_trains_each_fold_and_reports_the_spread(tmp_path, capsys):
+    out = tmp_path / "cv"
+    args = [*QUICK_ARGS, "--limit", "600", "--folds", "3", "--out", str(out)]
+    assert main(args) == 0
+    summary = json.loads((out / "cross_validation.json").read_text())
+    folds = [json.loads((out / f"fold-{i}" / "metrics.json").read_text()) for i in range(3)]
+    accuracies = [f["val"]["accuracy"] for f in folds]
+    assert summary["val"]["accuracy"]["values"] == accuracies
+    assert summary["val"]["accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
+    assert summary["val"]["accuracy"]["std"] == pytest.approx(np.std(accuracies, ddof=1))
+    assert "test" in summary  # the synthetic set's held-out rows
+    configs = [json.loads((out / f"fold-{i}" / "config.json").read_text()) for i in range(3)]
+    assert [c["fold"] for c in configs] == [0, 1, 2] and {c["group"] for c in configs} == {"cv"}
+    assert "3-fold val: accuracy" in capsys.readouterr().out
+    assert main(args) == 0  # every fold complete: nothing trains again
+    assert capsys.readouterr().out.count("already complete") == 3
