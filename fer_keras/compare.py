@@ -23,6 +23,8 @@ from fer_keras.tables import markdown_table
 
 # Settings that differ between any two runs without being an experiment's variable.
 NOT_VARIABLES = (*RESUMABLE, "recipe")
+SEARCHED_FILE = "run.json"  # what tuning writes beside a trial's record
+SCORES = ("val_accuracy", "val_macro_f1", "test_accuracy", "gap")
 
 
 def find_runs(paths):
@@ -54,10 +56,18 @@ def _flat(cfg):
     return {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in flat.items()}
 
 
+def _settings(run):
+    """A run's flat config, with the values a search gave it (a trial's run.json: `variant`, ...)."""
+    settings = _flat(json.loads((run / CONFIG_FILE).read_text()))
+    searched = run / SEARCHED_FILE
+    if searched.exists():
+        settings.update(json.loads(searched.read_text()).get("values", {}))
+    return settings
+
+
 def comparison_table(runs):
     """One row per run: headline figures, then the settings that vary."""
-    records = [(json.loads((r / METRICS_FILE).read_text()), _flat(json.loads((r / CONFIG_FILE).read_text())))
-               for r in runs]
+    records = [(json.loads((r / METRICS_FILE).read_text()), _settings(r)) for r in runs]
     keys = sorted({k for _, cfg in records for k in cfg} - set(NOT_VARIABLES))
     varying = [k for k in keys if len({str(cfg.get(k)) for _, cfg in records}) > 1]
     rows = []
@@ -73,6 +83,26 @@ def comparison_table(runs):
         row.update({k: cfg.get(k) for k in varying if k not in row})  # model, epochs: as run
         rows.append(row)
     return pd.DataFrame(rows).dropna(axis=1, how="all")
+
+
+def over_seeds(table):
+    """Mean +- std of the scores over runs that differ only in `seed` (None when no seed varies)."""
+    if "seed" not in table:
+        return None
+    keys = [c for c in table.columns if c not in ("run", "seed", "params", "macs", "epochs", "best_epoch",
+                                                   "minutes") and not c.startswith(("train_", "val_", "test_"))
+            and c != "gap"]
+    scores = [c for c in SCORES if c in table]
+    grouped = table.fillna({k: "" for k in keys}).groupby(keys, sort=False) if keys else [((), table)]
+    rows = []
+    for key, group in grouped:
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        row["seeds"] = len(group)
+        for score in scores:
+            row[f"{score}_mean"] = group[score].mean()
+            row[f"{score}_std"] = group[score].std(ddof=1) if len(group) > 1 else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def plot_curves(runs, labels, path):
@@ -118,7 +148,14 @@ def compare(paths, out):
     out = Path(out)
     with atomic_path(out / "comparison.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
-    write_text(out / "comparison.md", markdown_table(table.to_dict("records"), list(table.columns)))
+    text = markdown_table(table.to_dict("records"), list(table.columns))
+    spread = over_seeds(table)
+    if spread is not None:
+        with atomic_path(out / "comparison_over_seeds.csv") as tmp:
+            spread.to_csv(tmp, index=False, float_format="%.4f")
+        text += "\nMean and standard deviation over seeds:\n\n" + markdown_table(
+            spread.to_dict("records"), list(spread.columns))
+    write_text(out / "comparison.md", text)
     labels = list(table["run"])
     plot_curves(runs, labels, out / "curves.png")
     if all("val" in json.loads((r / METRICS_FILE).read_text()) for r in runs):

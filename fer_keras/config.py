@@ -295,7 +295,8 @@ def load_recipe(name):
 
 
 def resolve_config(overrides=None, config_file=None, assignments=None):
-    """DEFAULTS < recipe < `config_file` < `assignments` (`--set`) < `overrides` (flags), validated.
+    """DEFAULTS < recipe < `config_file` (a path, or a mapping) < `assignments` (`--set`) < `overrides`
+    (flags), validated.
 
     The recipe is the one the highest layer names. `model_args` merge key by key across the layers
     (`--set dropout=0.3` keeps the recipe's other builder arguments), except that a layer switching
@@ -304,7 +305,11 @@ def resolve_config(overrides=None, config_file=None, assignments=None):
     overrides, assignments = dict(overrides or {}), dict(assignments or {})
     _check_keys(overrides, "overrides")
     _check_keys(assignments, "--set")
-    file_cfg = load_config_file(config_file) if config_file else {}
+    if isinstance(config_file, dict):  # a layer given as a mapping (a study's shared settings)
+        _check_keys(config_file, "config layer")
+        file_cfg = dict(config_file)
+    else:
+        file_cfg = load_config_file(config_file) if config_file else {}
     # The command line is one layer: flags over --set, and --set builder arguments go with --model.
     command_line = {**assignments, **overrides}
     command_line["model_args"] = {**(assignments.get("model_args") or {}), **(overrides.get("model_args") or {})}

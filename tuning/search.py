@@ -163,38 +163,48 @@ def check_args(args):
 def run_search(args):
     """Run (or resume) the search; return the summary rows, best first (None on a worker)."""
     check_args(args)
-    role = distributed.role()
     base = base_config(args)
-    if base["strategy"] not in TRIAL_STRATEGIES:
-        raise FerError("strategy 'multi_worker' cannot train single trials: KerasTuner gives each process "
-                       "its own trials; spread trials over machines with KERASTUNER_* (see tuning/distributed.py)")
     space = SearchSpace(base, models=args.models, only=args.only, grid=parse_grid(args.grid))
     state = search_state(args, space)
     if args.dry_run:
         print(json.dumps({k: v for k, v in state.items() if k != "space"} | {"dims": state["space"]["dims"]}, indent=2))
         return None
+    rows = search_space(space, state, Path(args.searches), args.search, tuner=args.tuner, max_epochs=args.max_epochs,
+                        objective=args.objective, factor=args.factor,
+                        max_trials=args.max_trials if args.tuner == "grid" else args.max_trials or DEFAULT_MAX_TRIALS)
+    if rows is not None:
+        _report(Path(args.searches) / args.search, rows, args.objective)
+    return rows
+
+
+def search_space(space, state, searches, name, *, tuner, max_epochs, objective="val_accuracy", factor=None,
+                 max_trials=None, wandb_group=None):
+    """Run (or resume) the search of `space` in `searches/name`: the lock, the saved settings, the
+    tuner (distributed as `KERASTUNER_*` say), the summary. Returns its rows (None on a worker)."""
+    base = space.base
+    if base["strategy"] not in TRIAL_STRATEGIES:
+        raise FerError("strategy 'multi_worker' cannot train single trials: KerasTuner gives each process "
+                       "its own trials; spread trials over machines with KERASTUNER_* (see tuning/distributed.py)")
+    role = distributed.role()
     strategy = get_strategy(base["strategy"])  # before TensorFlow starts (it may split the CPU)
-    search_dir = Path(args.searches) / args.search
+    search_dir = searches / name
     # Workers share the folder with their chief, which holds the lock; each trial folder has its own.
     with folder_lock(search_dir, "search") if role != "worker" else contextlib.nullcontext():
         check_state(search_dir, state)
         print(distributed.describe())
-        hypermodel = FerHyperModel(space, args.max_epochs)
+        hypermodel = FerHyperModel(space, max_epochs)
         if role != "chief":
-            hypermodel.splits  # noqa: B018  (bad data fails here, once, not in every trial)
-        tuner = make_tuner(
-            args.tuner, hypermodel, directory=args.searches, name=args.search, objective=args.objective,
-            factor=args.factor,
-            max_trials=args.max_trials if args.tuner == "grid" else args.max_trials or DEFAULT_MAX_TRIALS,
-            strategy=None if base["strategy"] == "default" else strategy, seed=base["seed"],
+            hypermodel.splits_for(base)  # bad data fails here, once, not in every trial
+        search = make_tuner(
+            tuner, hypermodel, directory=searches, name=name, objective=objective, factor=factor,
+            max_trials=max_trials, strategy=None if base["strategy"] == "default" else strategy, seed=base["seed"],
         )
-        tuner.search(verbose=keras_verbosity())
+        search.wandb_group = wandb_group
+        search.search(verbose=keras_verbosity())
         if role == "worker":
             print(f"{distributed.describe()}: no trials left")
             return None
-        rows = write_summary(search_dir, state)
-    _report(search_dir, rows, args.objective)
-    return rows
+        return write_summary(search_dir, state)
 
 
 def _report(search_dir, rows, objective):

@@ -199,11 +199,60 @@ class SearchSpace:
     @classmethod
     def from_json(cls, data):
         """The space described by `to_json` output (its dimensions as saved, not recomputed)."""
+        if "variants" in data:
+            return VariantSpace(data["layer"], data["variants"], data["fixed"], dims=data["dims"])
         space = cls.__new__(cls)
         space.base = config_lib.validate(data["base"])
         space.models = list(data["models"])
         space.dims = {d["name"]: Dim(d["name"], d["kind"], d["args"]) for d in data["dims"]}
         return space
+
+
+class VariantSpace(SearchSpace):
+    """A study series: named variants, each a config layer of its own (a network with its own recipe),
+    times exact `grid` values and `repeats` seeds, over a study-wide `layer`; `fixed` (the budget's
+    data limit) goes over every variant.
+
+    A trial's config resolves like `fer_keras.train`'s, with the study layer as the config file and
+    the variant, the fixed keys, its grid values and its seed on the command line.
+    """
+
+    def __init__(self, layer, variants, fixed=None, grid=None, repeats=1, dims=None):
+        self.layer, self.variants, self.fixed = dict(layer), dict(variants or {"": {}}), dict(fixed or {})
+        first = self._resolve(next(iter(self.variants)), {})
+        self.base, self.models = first, list(dict.fromkeys(
+            self._resolve(name, {})["model"] for name in self.variants))
+        if dims is not None:
+            self.dims = {d["name"]: Dim(d["name"], d["kind"], d["args"]) for d in dims}
+            return
+        self.dims = {}
+        if len(self.variants) > 1:
+            self.dims["variant"] = Dim("variant", "Choice", {"values": list(self.variants), "default": next(iter(
+                self.variants))})
+        self.dims.update(grid_dims(first, grid or {}, self.models))
+        if repeats > 1:
+            seeds = [first["seed"] + i for i in range(repeats)]
+            self.dims["seed"] = Dim("seed", "Choice", {"values": seeds, "default": seeds[0]})
+
+    def _resolve(self, variant, values):
+        """The config of `variant` with `values` (option keys or builder hyperparameters) on top."""
+        options = {k: v for k, v in values.items() if k in config_lib.OPTIONS}
+        builder = {k: v for k, v in values.items() if k not in config_lib.OPTIONS}
+        overrides = {**self.variants[variant], **self.fixed, **options}
+        if builder:
+            overrides["model_args"] = {**(overrides.get("model_args") or {}), **builder}
+        return config_lib.resolve_config(overrides, self.layer)
+
+    def trial_config(self, values, epochs):
+        values = {**self.defaults(), **{k: v for k, v in values.items() if k in self.dims}}
+        variant = values.pop("variant", next(iter(self.variants)))
+        model = {**self.layer, **self.variants[variant]}.get("model", self.base["model"])
+        tuples = {k for k, v in default_hparams(model).items() if isinstance(v, tuple)}
+        values = {k: decode_units(v) if k in tuples else v for k, v in values.items()}
+        return self._resolve(variant, {**values, "epochs": int(epochs)})
+
+    def to_json(self):
+        return {**super().to_json(), "layer": self.layer, "variants": self.variants, "fixed": self.fixed}
 
 
 def _select(available, only, several_models):

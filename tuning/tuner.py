@@ -7,6 +7,7 @@ KerasTuner reloads, for Hyperband's continued trials and `get_best_models`.
 """
 
 import functools
+import json
 from pathlib import Path
 
 import keras
@@ -22,7 +23,7 @@ from fer_keras.tracking import ID_FILE
 
 # kt.Objective with explicit directions: a bare "val_f1_score" would be minimised.
 OBJECTIVES = {name: kt.Objective(name, "max") for name in ("val_accuracy", "val_f1_score")}
-RUN_FILE = "run.json"  # per trial: which tuner ran it and its W&B run id
+RUN_FILE = "run.json"  # per trial: which tuner ran it, its W&B run id and its searched values
 
 
 class FerHyperModel(kt.HyperModel):
@@ -31,11 +32,15 @@ class FerHyperModel(kt.HyperModel):
     def __init__(self, space, max_epochs):
         super().__init__(name="fer_keras")
         self.space, self.max_epochs = space, max_epochs
+        self._splits = {}
 
-    @functools.cached_property
-    def splits(self):
-        """The data, read on the first trial (a chief that only serves the oracle never reads it)."""
-        return training.load_splits(self.space.base)
+    def splits_for(self, cfg):
+        """The data of `cfg`, read once per distinct data setting (a chief that only serves the oracle
+        never reads it; a study's repeats with other seeds sample their --limit anew)."""
+        key = json.dumps({k: cfg[k] for k in DATA_KEYS}, sort_keys=True)
+        if key not in self._splits:
+            self._splits[key] = training.load_splits(cfg)
+        return self._splits[key]
 
     def declare_hyperparameters(self, hp):
         self.space.declare(hp)
@@ -46,8 +51,12 @@ class FerHyperModel(kt.HyperModel):
 
     def build(self, hp):
         cfg = self.trial_config(hp)
-        return training.build_compiled_model(cfg, training.steps_per_epoch(cfg, self.splits),
-                                             self.splits["train"].labels)[0]
+        splits = self.splits_for(cfg)
+        return training.build_compiled_model(cfg, training.steps_per_epoch(cfg, splits), splits["train"].labels)[0]
+
+
+# Config keys that decide which faces a trial trains and validates on.
+DATA_KEYS = ("data", "limit", "val_fraction", "split", "folds", "fold", "seed", "overfit_check")
 
 
 class TrialRunner:
@@ -57,6 +66,8 @@ class TrialRunner:
     (id `<search>-<trial>`, so a resumed trial continues its run). The objective is read from the
     trial's history.csv, which also holds the epochs done before an interruption.
     """
+
+    wandb_group = None  # the trials' W&B group; None: the search name (a study sets study/series)
 
     def _populate_initial_space(self):
         """Declare the space without building a model: KerasTuner builds one to discover
@@ -77,7 +88,8 @@ class TrialRunner:
         trial_dir = Path(self.get_trial_dir(trial.trial_id))
         cfg = {**self.hypermodel.trial_config(hp), "out": str(trial_dir), "export": False}
         wandb_id = f"{self.project_name}-{trial.trial_id}"
-        write_json(trial_dir / RUN_FILE, {"tuner_id": self.tuner_id, "wandb_id": wandb_id})
+        values = {k: v for k, v in hp.values.items() if not k.startswith("tuner/")}
+        write_json(trial_dir / RUN_FILE, {"tuner_id": self.tuner_id, "wandb_id": wandb_id, "values": values})
         write_text(trial_dir / ID_FILE, wandb_id + "\n")  # the W&B run id tracking.start_run takes
         print(f"trial {trial.trial_id} runs on tuner {self.tuner_id}")
         previous = hp.values.get("tuner/trial_id")  # Hyperband: continue that trial's best weights
@@ -86,7 +98,7 @@ class TrialRunner:
             runner.run_training(
                 cfg, trial_dir,
                 strategy=self.distribution_strategy,
-                splits=self.hypermodel.splits,
+                splits=self.hypermodel.splits_for(cfg),
                 initial_weights=self._get_checkpoint_fname(previous) if previous else None,
                 initial_epoch=hp.values.get("tuner/initial_epoch", 0),
                 callbacks=[TunerCallback(self, trial)],
@@ -101,7 +113,7 @@ class TrialRunner:
         """What the trial's W&B run records: its config, grouped under the search, with its values."""
         return {
             **cfg,
-            "group": self.project_name,
+            "group": self.wandb_group or self.project_name,
             "name": run_id,
             "tags": [*cfg["tags"], "tuning"],
             "tuning": {"search": self.project_name, "trial_id": trial.trial_id, "tuner_id": self.tuner_id,
@@ -131,8 +143,28 @@ class BayesianSearch(TrialRunner, kt.BayesianOptimization):
     """Gaussian-process Bayesian optimisation over fer_keras trials."""
 
 
-class GridSearch(TrialRunner, kt.GridSearch):
-    """Every combination of exact values (`--grid`), each trained once."""
+class ResumableGridOracle(kt.oracles.GridSearchOracle):
+    """KerasTuner's grid oracle, resumable after a kill: it keeps the order of the combinations it
+    tried in memory only, so a resumed grid failed (KeyError) going on from an earlier trial. Reload
+    rebuilds that order from the trials on disk and lets every trial propose its successor again
+    (combinations already tried are skipped, as in an uninterrupted search)."""
+
+    def reload(self):
+        super().reload()
+        by_values = functools.cmp_to_key(
+            lambda a, b: self._compare(self.trials[a].hyperparameters.values, self.trials[b].hyperparameters.values))
+        ordered = sorted(self.trials, key=by_values)
+        for trial_id in ordered:
+            self._ordered_ids.insert(trial_id)
+        self._populate_next = [t for t in ordered if t not in self._retry_queue]
+
+
+class GridSearch(TrialRunner, kt.Tuner):
+    """Every combination of exact values (`--grid`, a study's variants and seeds), each trained once."""
+
+    def __init__(self, hypermodel, *, objective, max_trials=None, seed=None, **kwargs):
+        oracle = ResumableGridOracle(objective=objective, max_trials=max_trials, seed=seed)
+        super().__init__(oracle, hypermodel, **kwargs)
 
 
 TUNERS = {"hyperband": HyperbandSearch, "random": RandomSearch, "bayesian": BayesianSearch, "grid": GridSearch}

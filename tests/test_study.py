@@ -1,0 +1,111 @@
+"""Studies: a study file's series as grid searches over variants and seeds, compared per series and
+overall, resumed after a kill without retraining a finished variant."""
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fer_keras.errors import FerError
+from tuning import study as study_lib
+
+REPO = Path(__file__).resolve().parents[1]
+MINI = {
+    "project": "a test study",
+    "seed_file": "none",
+    "base": {"model": "tiny_cnn", "model_args": {"widths": [8]}, "batch_size": 32, "wandb": "disabled"},
+    "budgets": {"quick": {"epochs": 1, "limit": 300}, "full": {"epochs": 2, "limit": 600}},
+    "series": {
+        "architecture": {"variants": {"tiny": {}, "simple": {"model": "simple_cnn", "learning_rate": 3e-3}}},
+        "lr": {"grid": {"learning_rate": [1e-3, 3e-3]}},
+    },
+}
+
+
+def write_study(tmp_path, study=MINI, name="mini"):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text("# A test study.\n" + yaml.safe_dump(study))
+    return path
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"budgets": {"quick": {"epochs": 1}}}, "needs budgets quick and full"),
+    ({"series": {"a b": {"grid": {"seed": [1]}}}}, "series 'a b' must be a name"),
+    ({"series": {"x": {"variants": {"a": {}}, "extra": 1}}}, "series 'x' must be"),
+    ({"serie": {}}, "unknown keys serie"),
+])
+def test_bad_study_files_say_what_is_wrong(tmp_path, change, message):
+    with pytest.raises(FerError, match=message):
+        study_lib.load_study(write_study(tmp_path, {**MINI, **change}))
+
+
+def test_variants_resolve_over_the_study_base_each_with_its_own_settings(tmp_path):
+    study = study_lib.load_study(write_study(tmp_path))
+    space = study_lib.series_space(study, "architecture", "quick", repeats=2, overrides={})
+    assert [d for d in space.dims] == ["variant", "seed"]
+    tiny = space.trial_config({"variant": "tiny", "seed": 1}, epochs=1)
+    simple = space.trial_config({"variant": "simple", "seed": 0}, epochs=1)
+    assert (tiny["model"], tiny["model_args"], tiny["learning_rate"], tiny["seed"]) == ("tiny_cnn", {"widths": [8]},
+                                                                                        1e-3, 1)
+    # A variant switching the network starts from that network's defaults, with its own settings.
+    assert (simple["model"], simple["model_args"], simple["learning_rate"]) == ("simple_cnn", {}, 3e-3)
+    assert tiny["limit"] == simple["limit"] == 300 and simple["batch_size"] == 32  # budget and base for all
+
+
+@pytest.mark.slow
+def test_a_study_runs_every_series_compares_them_and_resumes(tmp_path, capsys):
+    args = ["run", str(write_study(tmp_path)), "--repeats", "2", "--out", str(tmp_path / "out")]
+    assert study_lib.main(args) == 0
+    out = tmp_path / "out" / "mini"
+    arch = rows(out / "architecture" / "comparison" / "comparison.csv")
+    assert sorted((r["variant"], r["seed"]) for r in arch) == [("simple", "0"), ("simple", "1"), ("tiny", "0"),
+                                                               ("tiny", "1")]
+    spread = rows(out / "architecture" / "comparison" / "comparison_over_seeds.csv")
+    assert sorted(r["variant"] for r in spread) == ["simple", "tiny"] and {r["seeds"] for r in spread} == {"2"}
+    assert len(rows(out / "lr" / "comparison" / "comparison.csv")) == 4
+    assert len(rows(out / "comparison" / "comparison.csv")) == 8  # every run of the study
+    for name in ("curves.png", "per_class.png"):
+        assert (out / "comparison" / name).stat().st_size > 1000
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/trial_*/metrics.json")}
+    assert len(stamps) == 8
+    capsys.readouterr()
+    assert study_lib.main(args) == 0  # the same command again: nothing left to train
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/trial_*/metrics.json")} == stamps
+    with pytest.raises(SystemExit) as exit_info:  # another budget is another study, not mixed in
+        study_lib.main([*args, "--budget", "full"])
+    assert exit_info.value.code == 2 and "started with other settings" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_killed_study_reruns_no_finished_variant(tmp_path):
+    study = {**MINI, "budgets": {"quick": {"epochs": 3, "limit": 1500}, "full": {"epochs": 3}},
+             "series": {"lr": {"grid": {"learning_rate": [1e-3, 2e-3, 3e-3]}}}}
+    args = [sys.executable, "-m", "tuning.study", "run", str(write_study(tmp_path, study)), "--out",
+            str(tmp_path / "out")]
+    series = tmp_path / "out" / "mini" / "lr"
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while len(list(series.glob("trial_*/metrics.json"))) < 1 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the study ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in series.glob("trial_*/metrics.json")}
+    assert 1 <= len(finished) < 3
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished  # not trained again
+    assert len(list(series.glob("trial_*/metrics.json"))) == 3
+    configs = [json.loads(p.read_text())["learning_rate"] for p in series.glob("trial_*/config.json")]
+    assert sorted(configs) == [1e-3, 2e-3, 3e-3]

@@ -1,0 +1,145 @@
+"""Studies: an original project's experiment series, each a KerasTuner grid over its variants, in one command.
+
+`python -m tuning.study run FILE [--data PATH] [--budget quick|full] [--repeats N] [--out DIR]` runs
+every series of a study file (YAML) as a grid search in DIR/STUDY/SERIES (resumable and distributed
+like `tuning.search`), then compares each series' runs and all of them (`fer_keras.compare`).
+`python -m tuning.study list` shows the shipped studies and their commands.
+
+A study file holds `project` and `seed_file` (which original project it reproduces), `base` (config
+keys every run shares), `budgets` (`quick` and `full`: epochs and data limit) and `series`, each
+either `variants` (named config layers, e.g. a network with its own recipe) or a `grid` of exact
+values. A variant or grid value resolves over `base` like flags over a config file.
+"""
+
+import re
+from pathlib import Path
+
+import yaml
+
+from fer_keras import config as config_lib
+from fer_keras.cli import ArgumentParser, user_errors
+from fer_keras.compare import compare
+from fer_keras.errors import FerError
+from tuning.search import search_space
+from tuning.spaces import VariantSpace
+
+STUDIES_DIR = Path(__file__).resolve().parent / "studies"
+BUDGETS = ("quick", "full")
+FILE_KEYS = {"project", "seed_file", "description", "base", "budgets", "series"}
+
+
+def list_studies():
+    """Paths of the shipped study files."""
+    return sorted(STUDIES_DIR.glob("*.yaml"))
+
+
+def load_study(path):
+    """A study file, checked: known keys, both budgets, every series a `variants` mapping or a `grid`."""
+    path = Path(path)
+    if not path.is_file() and (STUDIES_DIR / f"{path}.yaml").is_file():
+        path = STUDIES_DIR / f"{path}.yaml"
+    try:
+        study = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise FerError(f"study file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(study, dict):
+        raise FerError(f"study file {path} must hold a mapping")
+    unknown = sorted(set(study) - FILE_KEYS)
+    if unknown:
+        raise FerError(f"study file {path}: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(FILE_KEYS))})")
+    missing = [b for b in BUDGETS if b not in (study.get("budgets") or {})]
+    if missing or not study.get("series"):
+        raise FerError(f"study file {path} needs budgets quick and full, and at least one series")
+    for name, series in study["series"].items():
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", str(name)) or not isinstance(series, dict) or \
+                set(series) - {"variants", "grid"} or not series:
+            raise FerError(f"study file {path}: series {name!r} must be a name of letters, digits, '-' and '_' "
+                           "holding `variants` (name: settings) and/or `grid` (key: [values])")
+    return {**study, "name": path.stem, "path": str(path)}
+
+
+def series_space(study, series, budget, repeats, overrides):
+    """The `VariantSpace` of one series at `budget`, `repeats` seeds per variant and setting."""
+    spec = study["series"][series]
+    limits = {k: v for k, v in study["budgets"][budget].items() if k != "epochs"}
+    layer = {**(study.get("base") or {}), **overrides}
+    return VariantSpace(layer, spec.get("variants"), fixed=limits, grid=spec.get("grid"), repeats=repeats)
+
+
+def run_study(study, *, out, budget="quick", repeats=1, overrides=None, only=None):
+    """Run (or resume) every series (or those in `only`) of `study`; compare each and all. Returns the
+    folder of the study's results, or None on a distributed worker."""
+    out = Path(out) / study["name"]
+    epochs = study["budgets"][budget]["epochs"]
+    names = only or list(study["series"])
+    unknown = sorted(set(names) - set(study["series"]))
+    if unknown:
+        raise FerError(f"study {study['name']} has no series {', '.join(unknown)} (it has {', '.join(study['series'])})")
+    for series in names:
+        space = series_space(study, series, budget, repeats, overrides or {})
+        state = {"study": study["name"], "budget": budget, "repeats": repeats,
+                 **search_state_for(series, space, epochs)}
+        print(f"study {study['name']}, series {series}: {_count(space)} runs of {epochs} epochs ({budget} budget)")
+        rows = search_space(space, state, out, series, tuner="grid", max_epochs=epochs,
+                            wandb_group=f"{study['name']}/{series}")
+        if rows is None:
+            continue  # a worker: the chief compares
+        compare([out / series], out / series / "comparison")
+    if all((out / s / "summary.csv").exists() for s in names):
+        compare([out / s for s in names], out / "comparison")
+        print(f"study {study['name']}: comparisons in {out}/*/comparison and {out / 'comparison'}")
+        return out
+    return None
+
+
+def search_state_for(series, space, epochs):
+    """What identifies a series' search (resuming with other settings is refused)."""
+    return {"search": series, "tuner": "grid", "objective": "val_accuracy", "max_epochs": epochs, "factor": None,
+            "space": space.to_json()}
+
+
+def _count(space):
+    total = 1
+    for dim in space.dims.values():
+        total *= len(dim.args["values"])
+    return total
+
+
+def _first_lines(path):
+    """The comment block a study file opens with."""
+    lines = []
+    for line in Path(path).read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("# ").rstrip())
+    return lines
+
+
+@user_errors(interrupted="interrupted: run the same command again to resume; finished runs are kept")
+def main(argv=None):
+    parser = ArgumentParser(prog="python -m tuning.study", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="the shipped studies with their commands")
+    run = commands.add_parser("run", help="run (or resume) a study's series")
+    run.add_argument("study", help="a study file, or the name of a shipped one")
+    run.add_argument("--data", help="FER2013 CSV (default: $FER2013_CSV, else the synthetic set)")
+    run.add_argument("--budget", choices=BUDGETS, default="quick", help="epochs and data limit (default quick)")
+    run.add_argument("--repeats", type=int, default=1, help="seeds per variant: mean +- std in the comparison")
+    run.add_argument("--out", default="studies", help="folder of studies (default: studies)")
+    run.add_argument("--series", nargs="+", help="run only these series")
+    run.add_argument("--wandb", choices=config_lib.OPTIONS["wandb"].choices, help="W&B mode of the runs")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        for path in list_studies():
+            print(f"{path.stem}: " + "\n    ".join(_first_lines(path)) + "\n")
+        return 0
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    overrides = {k: v for k, v in (("data", args.data), ("wandb", args.wandb)) if v is not None}
+    run_study(load_study(args.study), out=args.out, budget=args.budget, repeats=args.repeats, overrides=overrides,
+              only=args.series)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
