@@ -1,10 +1,14 @@
-"""Training-time augmentation presets built from Keras 3 preprocessing layers.
+"""Training-time augmentation presets built from Keras 3 preprocessing layers, and three small
+layers Keras lacks to copy the original projects' albumentations pipelines: one op applied with a
+probability per image, Gaussian noise of a variance drawn per image, and several square holes.
 
 The augmenter runs on batches inside `tf.data` (see `fer_keras.data.pipeline.make_dataset`, which
 applies it only when `training=True`), so it never becomes part of a model or an exported graph.
 `python -m fer_keras.augment preview --preset NAME [--data PATH] [--n 16] [--seed S] --out grid.png`
 draws a preset on sample faces, to see what training will see.
 """
+
+import itertools
 
 import keras
 import numpy as np
@@ -19,7 +23,7 @@ VALUE_RANGE = (0, 255)
 FILL_MODE = "nearest"  # no black corners, and ~20% cheaper than "reflect" on 48x48 batches
 ERASE_FILL = 128.0  # mid gray, about the FER2013 pixel mean; a constant is ~2.5x cheaper than noise
 
-# Preset -> knob values; knobs are applied in the order of `_LAYERS` below.
+# Preset -> knob values; knobs are applied stage by stage, in the order of `_STAGES` below.
 PRESET_KNOBS = {
     "none": {},
     "light": {"flip": True, "rotation_deg": 10, "brightness": 0.2, "contrast": 0.2},
@@ -34,11 +38,138 @@ PRESET_KNOBS = {
         "erasing_prob": 0.1,
         "noise_std": 3.0,  # in 0..255 pixel units
     },
+    # The original projects' pipelines, with their limits and per-op probabilities.
+    # "Slight" random rotation only, no flip or colour (project 001); +-10 degrees as project 002's
+    # RandomRotation(10).
+    "rotation": {"rotation_deg": 10},
+    # RandomHorizontalFlip, RandomRotation(10): project 002's first CNN; project 004's CBAM CNN.
+    "flip_rotation": {"flip": True, "rotation_deg": 10},
+    # Project 000 (torchvision): flip, RandomRotation(10), RandomAffine(translate=(0.1, 0.1)).
+    "torchvision_000": {"flip": True, "rotation_deg": 10, "translation": 0.1},
+    # Project 002's ImprovedCNN (albumentations): Rotate(limit=15, p=0.5), HorizontalFlip(p=0.5),
+    # RandomBrightnessContrast(p=0.3) with its default limits of 0.2.
+    "albumentations_002_improved": {
+        "flip": True, "rotation_deg": 15, "geometry_p": 0.5, "brightness": 0.2, "contrast": 0.2, "photometric_p": 0.3,
+    },
+    # Project 002's basic CNN, ResNet and ViT (albumentations): HorizontalFlip(p=0.5),
+    # ShiftScaleRotate(shift 0.1, scale 0.1, rotate 15, p=0.5), RandomBrightnessContrast(0.2, 0.2, p=0.5),
+    # GaussNoise(var_limit=(10, 50), p=0.3), CoarseDropout(8 holes of 8x8 pixels, p=0.3).
+    "albumentations_002": {
+        "flip": True,
+        "rotation_deg": 15,
+        "translation": 0.1,
+        "zoom": 0.1,
+        "geometry_p": 0.5,
+        "brightness": 0.2,
+        "contrast": 0.2,
+        "photometric_p": 0.5,
+        "noise_var": (10.0, 50.0),  # grey levels squared: std 3.2 to 7.1
+        "noise_p": 0.3,
+        "holes": (8, 8),  # (count, side in pixels), filled with 0 as albumentations does
+        "holes_p": 0.3,
+    },
+    # Project 004's deep CNN v3 (torchvision): flip, rotation 15, translation 10%, scale 90-110%,
+    # shear, brightness/contrast jitter, RandomErasing(p=0.1). It states no shear or jitter strength:
+    # these are strong's, and this is strong without its noise.
+    "torchvision_004": {
+        "flip": True,
+        "rotation_deg": 15,
+        "translation": 0.1,
+        "zoom": 0.1,
+        "shear": 0.1,
+        "brightness": 0.2,
+        "contrast": 0.2,
+        "erasing_prob": 0.1,
+    },
 }
 PRESETS = tuple(PRESET_KNOBS)
 
-# Knob -> layer factory `(value, **kw) -> layer`, kw = seed and dtype; listed in the order applied:
-# geometric, then photometric, then occlusion and noise.
+register = keras.saving.register_keras_serializable(package="fer_keras")
+
+
+@register
+class RandomApply(keras.layers.Layer):
+    """Applies `layer` to each image with probability `rate`, else passes the image through.
+
+    Albumentations' `p` and torchvision's RandomApply; Keras' image layers apply to every image.
+    """
+
+    def __init__(self, layer, rate, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.layer = layer
+        self.rate = rate
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=True):
+        draws = keras.random.uniform((keras.ops.shape(images)[0], 1, 1, 1), seed=self.seed_generator)
+        return keras.ops.where(draws < self.rate, self.layer(images, training=training), images)
+
+    def get_config(self):
+        layer = keras.saving.serialize_keras_object(self.layer)
+        return {**super().get_config(), "layer": layer, "rate": self.rate, "seed": self.seed}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{**config, "layer": keras.saving.deserialize_keras_object(config["layer"])})
+
+
+@register
+class RandomGaussianNoise(keras.layers.Layer):
+    """Adds zero-mean Gaussian noise whose variance is drawn per image from `variance` (low, high).
+
+    Albumentations' GaussNoise(var_limit); Keras' GaussianNoise has one fixed standard deviation.
+    """
+
+    def __init__(self, variance, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.variance = variance
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images):
+        shape = keras.ops.shape(images)
+        variance = keras.random.uniform((shape[0], 1, 1, 1), *self.variance, seed=self.seed_generator)
+        return images + keras.ops.sqrt(variance) * keras.random.normal(shape, seed=self.seed_generator)
+
+    def get_config(self):
+        return {**super().get_config(), "variance": self.variance, "seed": self.seed}
+
+
+@register
+class CoarseDropout(keras.layers.Layer):
+    """Fills `holes` squares of `size` pixels, each placed uniformly (overlaps allowed), with `fill_value`.
+
+    Albumentations' CoarseDropout with as many holes and pixels as its maximum (its default);
+    Keras' RandomErasing erases one box per image.
+    """
+
+    def __init__(self, holes, size, fill_value=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.holes = holes
+        self.size = size
+        self.fill_value = fill_value
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images):
+        batch = keras.ops.shape(images)[0]
+        rows, cols = self._spans(batch, images.shape[1]), self._spans(batch, images.shape[2])
+        inside = rows[:, :, :, None] & cols[:, :, None, :]  # (batch, holes, height, width)
+        return keras.ops.where(keras.ops.any(inside, axis=1)[..., None], self.fill_value, images)
+
+    def _spans(self, batch, length):
+        """Whether each position along an axis of `length` lies in each hole: (batch, holes, length)."""
+        start = keras.random.randint((batch, self.holes, 1), 0, length - self.size + 1, seed=self.seed_generator)
+        position = keras.ops.arange(length)
+        return (position >= start) & (position < start + self.size)
+
+    def get_config(self):
+        return {**super().get_config(), "holes": self.holes, "size": self.size, "fill_value": self.fill_value,
+                "seed": self.seed}
+
+
+# Knob -> layer factory `(value, **kw) -> layer`, kw = seed and dtype.
 _LAYERS = {
     "flip": lambda _, **kw: keras.layers.RandomFlip("horizontal", **kw),
     "rotation_deg": lambda deg, **kw: keras.layers.RandomRotation(
@@ -64,6 +195,20 @@ _LAYERS = {
             keras.layers.Rescaling(VALUE_RANGE[1], dtype=dtype),
         ]
     ),
+    "noise_var": lambda variance, **kw: RandomGaussianNoise(variance, **kw),
+    "holes": lambda holes, **kw: CoarseDropout(*holes, **kw),
+}
+
+# Knobs by stage, stages in the order applied: geometric, then photometric, then occlusion and
+# noise. A preset's "<stage>_p" knob applies its stage's layers to each image with probability p,
+# with one draw for the whole stage (ShiftScaleRotate is one op); without it they apply to all.
+_STAGES = {
+    "flip": ("flip",),
+    "geometry": ("rotation_deg", "translation", "zoom", "shear"),
+    "photometric": ("brightness", "contrast"),
+    "erasing": ("erasing_prob",),
+    "noise": ("noise_std", "noise_var"),
+    "holes": ("holes",),
 }
 
 # Label-mixing layers, applied last on {"images", "labels"} dicts; the value is the Beta alpha.
@@ -86,14 +231,12 @@ def build_augmenter(preset="none", mixup=0.0, cutmix=0.0, seed=0):
         raise FerError(f"unknown augmentation preset {preset!r}; choose from {', '.join(PRESETS)}")
     if not (0 <= mixup and 0 <= cutmix <= 1):
         raise FerError(f"need mixup alpha >= 0 and cutmix alpha in [0, 1], got {mixup}, {cutmix}")
-    knobs = PRESET_KNOBS[preset]
-    image_specs = [(_LAYERS[k], knobs[k]) for k in _LAYERS if k in knobs]
+    seeds = itertools.count(seed)
+    image_layers = _pipeline(_image_layers(PRESET_KNOBS[preset], seeds))
     alphas = {"mixup": mixup, "cutmix": cutmix}
-    mix_specs = [(_MIXERS[k], alphas[k]) for k in _MIXERS if alphas[k]]
-    if not image_specs and not mix_specs:
+    mixers = _pipeline([_MIXERS[k](alphas[k], seed=next(seeds), dtype="float32") for k in _MIXERS if alphas[k]])
+    if image_layers is None and mixers is None:
         return None
-    image_layers = _pipeline(image_specs, seed)
-    mixers = _pipeline(mix_specs, seed + len(_LAYERS))
 
     def augment(images, labels):
         images = keras.ops.convert_to_tensor(images, "float32")
@@ -108,12 +251,21 @@ def build_augmenter(preset="none", mixup=0.0, cutmix=0.0, seed=0):
     return augment
 
 
-def _pipeline(specs, seed):
-    """A `keras.layers.Pipeline` of `(factory, value)` specs, each layer seeded apart, or None."""
-    if not specs:
-        return None
-    layers = [make(value, seed=seed + i, dtype="float32") for i, (make, value) in enumerate(specs)]
-    return keras.layers.Pipeline(layers)
+def _image_layers(knobs, seeds):
+    """The layers of a preset's `knobs`, stage by stage, each seeded with the next of `seeds`."""
+    layers = []
+    for stage, names in _STAGES.items():
+        stage_layers = [_LAYERS[k](knobs[k], seed=next(seeds), dtype="float32") for k in names if k in knobs]
+        if stage_layers and f"{stage}_p" in knobs:
+            stage_layers = [RandomApply(keras.layers.Pipeline(stage_layers), knobs[f"{stage}_p"], seed=next(seeds),
+                                        dtype="float32")]
+        layers += stage_layers
+    return layers
+
+
+def _pipeline(layers):
+    """A `keras.layers.Pipeline` of `layers`, or None without any."""
+    return keras.layers.Pipeline(layers) if layers else None
 
 
 def save_augment_grid(images, preset, path, seed=0, draws=5):

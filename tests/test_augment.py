@@ -7,7 +7,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from fer_keras.augment import PRESETS, build_augmenter, main, save_augment_grid
+from fer_keras.augment import (
+    PRESETS, CoarseDropout, RandomApply, RandomGaussianNoise, build_augmenter, main, save_augment_grid,
+)
 from fer_keras.data.pipeline import make_dataset
 from fer_keras.data.synthetic import write_synthetic_csv
 from fer_keras.errors import FerError
@@ -44,11 +46,12 @@ def test_presets_and_nothing_to_do():
         build_augmenter("light", cutmix=2.0)
 
 
-def test_stays_float32_under_mixed_precision(batch):
+@pytest.mark.parametrize("preset", ["strong", "albumentations_002"])
+def test_stays_float32_under_mixed_precision(batch, preset):
     """The trainer may set mixed_bfloat16 globally; augmented batches must stay float32."""
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
-        augment = build_augmenter("strong", mixup=0.2, cutmix=0.5, seed=0)
+        augment = build_augmenter(preset, mixup=0.2, cutmix=0.5, seed=0)
     finally:
         keras.config.set_dtype_policy("float32")
     out_images, out_labels = apply(augment, *batch, where="map")
@@ -65,6 +68,79 @@ def test_preset_changes_images_keeps_shape_range_and_labels(batch, preset, where
     changed = np.abs(out_images - images).reshape(BATCH, -1).max(axis=1) > 1.0
     assert changed.mean() > 0.8
     np.testing.assert_array_equal(out_labels, labels)
+
+
+@pytest.mark.parametrize("where", ["eager", "map"])
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p != "none"])
+def test_every_preset_keeps_shape_range_and_labels(batch, preset, where):
+    images, labels = batch
+    out_images, out_labels = apply(build_augmenter(preset, seed=0), images, labels, where)
+    assert out_images.shape == images.shape and out_images.dtype == np.float32
+    assert out_images.min() >= 0.0 and out_images.max() <= 255.0
+    assert (np.abs(out_images - images).reshape(BATCH, -1).max(axis=1) > 1.0).any()
+    np.testing.assert_array_equal(out_labels, labels)
+
+
+def test_rotation_preset_only_rotates():
+    """No flip (a left-to-right ramp stays one) and no colour change (a flat face stays flat)."""
+    ramp = np.broadcast_to(np.linspace(0, 255, 48, dtype="float32")[None, None, :, None], (64, 48, 48, 1))
+    flat = np.full((64, 48, 48, 1), 100.0, "float32")
+    labels = np.eye(7, dtype="float32")[np.arange(64) % 7]
+    augment = build_augmenter("rotation", seed=0)
+    rotated = np.asarray(augment(ramp, labels)[0])
+    assert not np.allclose(rotated, ramp)
+    assert (rotated[:, :, :24].mean(axis=(1, 2, 3)) < rotated[:, :, 24:].mean(axis=(1, 2, 3))).all()
+    np.testing.assert_allclose(np.asarray(augment(flat, labels)[0]), flat, atol=1e-3)
+
+
+@pytest.mark.parametrize("where", ["eager", "map"])
+def test_random_apply_changes_whole_images_with_its_probability(where):
+    images = np.zeros((2000, 4, 4, 1), "float32")
+    layer = RandomApply(keras.layers.Rescaling(1.0, offset=1.0), 0.3, seed=0)
+    out = np.asarray(layer(images) if where == "eager" else next(iter(tf.data.Dataset.from_tensors(images).map(layer))))
+    applied = out.reshape(2000, -1)
+    assert set(np.unique(applied.min(axis=1) + applied.max(axis=1))) <= {0.0, 2.0}  # all pixels or none
+    assert abs(applied.max(axis=1).mean() - 0.3) < 0.05
+
+
+def test_gaussian_noise_variance_is_drawn_per_image():
+    out = np.asarray(RandomGaussianNoise((10.0, 50.0), seed=0)(np.full((400, 48, 48, 1), 128.0, "float32")))
+    std = out.reshape(400, -1).std(axis=1)
+    assert np.sqrt(10) * 0.9 < std.min() < np.sqrt(15) and np.sqrt(45) < std.max() < np.sqrt(50) * 1.1
+
+
+def test_coarse_dropout_fills_square_holes():
+    white = np.full((50, 48, 48, 1), 255.0, "float32")
+    one = np.asarray(CoarseDropout(1, 8, seed=0)(white))[..., 0]
+    for hole in one == 0:
+        rows, cols = np.nonzero(hole)
+        assert hole.sum() == 64 and np.ptp(rows) == 7 and np.ptp(cols) == 7
+    holes = (np.asarray(CoarseDropout(8, 8, seed=0)(white)) == 0).reshape(50, -1).sum(axis=1)
+    assert 64 <= holes.min() and holes.max() <= 8 * 64 and holes.mean() > 6 * 64  # overlaps allowed
+
+
+def test_albumentations_002_applies_each_stage_with_its_probability():
+    """On flat faces: noise (p 0.3), black holes (p 0.3) and a brightness shift (p 0.5) show apart."""
+    flat = np.full((1000, 48, 48, 1), 128.0, "float32")
+    labels = np.eye(7, dtype="float32")[np.arange(1000) % 7]
+    out = np.asarray(build_augmenter("albumentations_002", seed=0)(flat, labels)[0]).reshape(1000, -1)
+    holes = (out == 0).any(axis=1)
+    kept = [row[row > 0] for row in out]
+    noisy = np.array([row.std() > 1 for row in kept])
+    shifted = np.array([abs(np.median(row) - 128) > 1 for row in kept])
+    for drawn, p in ((holes, 0.3), (noisy, 0.3), (shifted, 0.5)):
+        assert abs(drawn.mean() - p) < 0.06
+
+
+@pytest.mark.parametrize("layer", [
+    RandomApply(keras.layers.RandomFlip("horizontal", seed=1), 0.5, seed=2),
+    RandomGaussianNoise((10.0, 50.0), seed=3),
+    CoarseDropout(8, 8, fill_value=0.0, seed=4),
+], ids=lambda layer: type(layer).__name__)
+def test_augmentation_layers_config_round_trips(layer):
+    config = layer.get_config()
+    assert type(layer).from_config(config).get_config() == config
+    assert keras.saving.get_registered_object(f"fer_keras>{type(layer).__name__}") is type(layer)
 
 
 @pytest.mark.parametrize("where", ["eager", "map"])

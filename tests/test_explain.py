@@ -11,7 +11,7 @@ from fer_keras.explain import grad_cam, main, target_layer
 from fer_keras.models import build_model, list_models
 from fer_keras.models.common import image_input, logits
 
-NOT_CONVOLUTIONAL = {"mlp", "vit"}
+NOT_CONVOLUTIONAL = {"mlp", "vit", "p002_vit"}
 
 
 @pytest.mark.slow

@@ -13,10 +13,10 @@ from fer_keras.constants import IMAGE_SHAPE, NUM_CLASSES
 from fer_keras.models import build_model, default_hparams, list_models
 from fer_keras.models import layers as fer_layers
 from fer_keras.models.__main__ import main
-from fer_keras.models.profile import PARAM_RANGES, count_macs
+from fer_keras.models.profile import PARAM_RANGES, count_macs, count_trainable
 
 # Saving and fitting these takes several seconds each on 2 cores.
-HEAVY = {"improved_cnn", "resnet_deep", "resnet_fer_wide", "vgg_fer", "vgg_large"}
+HEAVY = {"improved_cnn", "resnet_deep", "vgg_fer", "vgg_large"}
 MODELS = [pytest.param(name, marks=pytest.mark.slow) if name in HEAVY else name for name in list_models()]
 
 
@@ -56,6 +56,8 @@ def test_registry_holds_every_required_architecture():
         "mlp", "tiny_cnn", "simple_cnn", "baseline_cnn", "cnn3", "improved_cnn", "vgg_large", "regularized_cnn",
         "deep_cnn", "deep_cnn_v2", "globalpool_cnn", "hybrid_cnn", "resnet_fer", "resnet_fer_wide", "resnet_deep",
         "cbam_cnn", "vit", "mini_xception", "vgg_fer",
+        "p000_simple_cnn", "p000_deep_cnn", "p001_base_cnn", "p001_deep_cnn", "p001_dropout_cnn", "p002_basic_cnn",
+        "p002_wide_cnn", "p002_vit", "p004_baseline_cnn_v2", "p004_deep_cnn_v1", "p004_cbam_cnn",
     }
     assert required <= set(list_models())
     assert set(PARAM_RANGES) == set(list_models()), "every model needs a stated parameter range"
@@ -75,6 +77,159 @@ def test_builds_with_defaults_to_float32_logits(name, built):
 def test_parameter_count_inside_the_stated_range(name, built):
     low, high = PARAM_RANGES[name]
     assert low <= built(name).count_params() <= high
+
+
+# The original projects' networks (fer_keras/models: pNNN_<name>, and the ones that kept their names)
+# as trainable parameters: PyTorch's count, which the projects report; Keras' count_params adds two
+# BatchNormalization statistics per channel. Each sum goes layer by layer through the description:
+# k*k*in*out (+ out bias) per conv, 2*C per BatchNormalization (gamma, beta), in*out + out per dense.
+# Convs and dense layers that BatchNormalization follows have no bias here (it cancels them): PyTorch
+# counts one more parameter per channel of those.
+PROJECT_TRAINABLE = {
+    # Project 000 (states 4.74M, 1.70M and 2,778,311; checked below).
+    "p000_simple_cnn": (9 * 32 + 32) + (9 * 32 * 64 + 64) + (12 * 12 * 64 * 512 + 512) + (512 * 7 + 7),
+    "p000_deep_cnn": (9 * 32 + 2 * 32) + (9 * 32 * 64 + 2 * 64) + (9 * 64 * 128 + 2 * 128) + (9 * 128 * 256 + 2 * 256)
+    + (3 * 3 * 256 * 512 + 512) + (512 * 256 + 256) + (256 * 7 + 7),
+    "resnet_fer_wide": (7 * 7 * 64 + 2 * 64)  # stem, then 2 blocks of 2 convs, 1x1 shortcuts where the shape changes
+    + 2 * 2 * (9 * 64 * 64 + 2 * 64)
+    + (9 * 64 * 128 + 9 * 128 * 128 + 64 * 128 + 3 * 2 * 128) + 2 * (9 * 128 * 128 + 2 * 128)
+    + (9 * 128 * 256 + 9 * 256 * 256 + 128 * 256 + 3 * 2 * 256) + 2 * (9 * 256 * 256 + 2 * 256)
+    + (256 * 7 + 7),
+    # Project 001: its hybrid CNN's blocks (Conv-BN-ReLU-MaxPool-Dropout2d(0.25), dropout 0.5 in the head);
+    # it gives no widths or dense sizes (these are ours), and base, deep and dropout only in words.
+    "hybrid_cnn": (9 * 32 + 2 * 32) + (9 * 32 * 64 + 2 * 64) + (9 * 64 * 128 + 2 * 128) + (6 * 6 * 128 * 256 + 256)
+    + (256 * 128 + 128) + (128 * 7 + 7),
+    "p001_base_cnn": (9 * 32 + 32) + (9 * 32 * 64 + 64) + (9 * 64 * 128 + 128) + (6 * 6 * 128 * 256 + 256)
+    + (256 * 7 + 7),
+    "p001_deep_cnn": (9 * 64 + 9 * 64 * 64 + 9 * 64 * 128 + 9 * 128 * 128 + 9 * 128 * 256 + 9 * 256 * 256)
+    + 2 * 2 * (64 + 128 + 256) + (6 * 6 * 256 * 256 + 256) + (256 * 7 + 7),
+    "p001_dropout_cnn": (9 * 64 + 9 * 64 * 64 + 9 * 64 * 128 + 9 * 128 * 128 + 9 * 128 * 256 + 9 * 256 * 256)
+    + 2 * 2 * (64 + 128 + 256) + (6 * 6 * 256 * 256 + 256) + (256 * 7 + 7),  # the deep CNN's: dropout has none
+    # Project 002. Approach 1 normalises after the ReLU, so its convs keep their bias.
+    "cnn3": (9 * 32 + 32 + 2 * 32) + (9 * 32 * 64 + 64 + 2 * 64) + (9 * 64 * 128 + 128 + 2 * 128)
+    + (6 * 6 * 128 * 256 + 256) + (256 * 7 + 7),
+    "p002_wide_cnn": (9 * 64 + 2 * 64) + (9 * 64 * 128 + 2 * 128) + (9 * 128 * 256 + 2 * 256)
+    + (6 * 6 * 256 * 512 + 512) + (512 * 7 + 7),
+    "improved_cnn": (9 * 64 + 9 * 64 * 64 + 9 * 64 * 128 + 9 * 128 * 128 + 9 * 128 * 256 + 9 * 256 * 256)
+    + 2 * 2 * (64 + 128 + 256) + (6 * 6 * 256 * 1024 + 1024) + (1024 * 512 + 512) + (512 * 7 + 7),
+    # Project 002's notebook printed 1,275,335 for it: this plus the 224 conv and 256 dense biases BN cancels.
+    "p002_basic_cnn": (9 * 32 + 2 * 32) + (9 * 32 * 64 + 2 * 64) + (9 * 64 * 128 + 2 * 128)
+    + (6 * 6 * 128 * 256 + 2 * 256) + (256 * 7 + 7),
+    "resnet_fer": (9 * 32 + 2 * 32)
+    + 2 * 2 * (9 * 32 * 32 + 2 * 32)
+    + (9 * 32 * 64 + 9 * 64 * 64 + 32 * 64 + 3 * 2 * 64) + 2 * (9 * 64 * 64 + 2 * 64)
+    + (9 * 64 * 128 + 9 * 128 * 128 + 64 * 128 + 3 * 2 * 128) + 2 * (9 * 128 * 128 + 2 * 128)
+    + (128 * 7 + 7),
+    # patches Linear(64, 64), class token, 37 positions; per encoder layer: attention 4 x (64 * 64 + 64),
+    # two LayerNorms, MLP 64-2048-64; head Linear(64, 32), Linear(32, 7).
+    "p002_vit": (8 * 8 * 64 + 64) + 64 + 37 * 64
+    + 4 * (4 * (64 * 64 + 64) + 2 * 2 * 64 + (64 * 2048 + 2048) + (2048 * 64 + 64))
+    + (64 * 32 + 32) + (32 * 7 + 7),
+    # Project 004.
+    "baseline_cnn": (25 * 32 + 32) + (25 * 32 * 64 + 64) + (12 * 12 * 64 * 128 + 128) + (128 * 7 + 7),
+    "p004_baseline_cnn_v2": (25 * 32 + 2 * 32) + (25 * 32 * 64 + 2 * 64) + (64 * 512 + 512) + (512 * 256 + 256)
+    + (256 * 128 + 128) + (128 * 7 + 7),
+    "p004_deep_cnn_v1": (9 * 32 + 9 * 32 * 32 + 9 * 32 * 64 + 9 * 64 * 64 + 9 * 64 * 128 + 9 * 128 * 128
+                         + 9 * 128 * 256 + 9 * 256 * 256)
+    + 2 * 2 * (32 + 64 + 128 + 256) + (256 * 512 + 2 * 512) + (512 * 7 + 7),
+    "deep_cnn_v2": (9 * 32 + 9 * 32 * 32 + 9 * 32 * 64 + 9 * 64 * 64 + 9 * 64 * 128 + 9 * 128 * 128
+                    + 9 * 128 * 192 + 9 * 192 * 192)
+    + 2 * 2 * (32 + 64 + 128 + 192) + (192 * 256 + 2 * 256) + (256 * 7 + 7),
+    # CBAM per block: shared MLP C -> C/8 -> C with biases, then a 1x1 conv over [mean, max] with a bias.
+    "p004_cbam_cnn": (9 * 32 + 9 * 32 * 32 + 9 * 32 * 64 + 9 * 64 * 64 + 9 * 64 * 128 + 9 * 128 * 128)
+    + 2 * 2 * (32 + 64 + 128)
+    + sum(2 * c * (c // 8) + c // 8 + c + (2 + 1) for c in (32, 64, 128))
+    + (128 * 256 + 2 * 256) + (256 * 7 + 7),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROJECT_TRAINABLE))
+def test_project_networks_have_the_parameter_count_of_their_layers(name, built):
+    assert count_trainable(built(name)) == PROJECT_TRAINABLE[name]
+
+
+def test_parameter_counts_that_project_000_states(built):
+    assert f"{count_trainable(built('p000_simple_cnn')) / 1e6:.2f}M" == "4.74M"
+    assert f"{count_trainable(built('p000_deep_cnn')) / 1e6:.2f}M" == "1.70M"
+    assert count_trainable(built("resnet_fer_wide")) == 2_778_311
+    batch_norm_channels = 64 + 4 * 64 + 5 * 128 + 5 * 256
+    assert built("resnet_fer_wide").count_params() == 2_778_311 + 2 * batch_norm_channels  # moving mean, variance
+
+
+def _head(model):
+    """Spatial dropout and dropout (rate) and dense (units) layers, in the order they run."""
+    labels = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.SpatialDropout2D):
+            labels.append(f"spatial{layer.rate:g}")
+        elif isinstance(layer, keras.layers.Dropout):
+            labels.append(f"dropout{layer.rate:g}")
+        elif isinstance(layer, keras.layers.Dense):
+            labels.append(f"dense{layer.units}")
+    return labels
+
+
+# Dropout and dense layers where the descriptions put them (spatial dropout after each block's pooling).
+PROJECT_HEADS = {
+    "p000_simple_cnn": ["dense512", "dropout0.5", "dense7"],
+    "p000_deep_cnn": ["dense512", "dropout0.5", "dense256", "dropout0.5", "dense7"],
+    "resnet_fer_wide": ["dropout0.5", "dense7"],
+    "hybrid_cnn": ["spatial0.25"] * 3 + ["dense256", "dropout0.5", "dense128", "dropout0.5", "dense7"],
+    "p001_base_cnn": ["dense256", "dense7"],
+    "p001_deep_cnn": ["dense256", "dense7"],
+    "p001_dropout_cnn": ["spatial0.25"] * 3 + ["dense256", "dropout0.5", "dense7"],
+    "cnn3": ["dropout0.5", "dense256", "dropout0.3", "dense7"],
+    "p002_wide_cnn": ["dropout0.5", "dense512", "dropout0.5", "dense7"],
+    "improved_cnn": ["dropout0.4", "dense1024", "dropout0.4", "dense512", "dropout0.4", "dense7"],
+    "p002_basic_cnn": ["dropout0.25"] * 3 + ["dense256", "dropout0.5", "dense7"],
+    "resnet_fer": ["dense7"],
+    "baseline_cnn": ["dropout0.3", "dense128", "dropout0.3", "dense7"],
+    "p004_baseline_cnn_v2": ["spatial0.2"] * 2 + ["dropout0.6", "dense512", "dropout0.6", "dense256", "dropout0.6",
+                                                  "dense128", "dropout0.6", "dense7"],
+    "p004_deep_cnn_v1": ["dense512", "dropout0.5", "dense7"],
+    "deep_cnn_v2": ["spatial0.1"] * 4 + ["dense256", "dropout0.7", "dense7"],
+    "p004_cbam_cnn": ["dense256", "dropout0.5", "dense7"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROJECT_HEADS))
+def test_project_networks_drop_out_where_the_descriptions_say(name, built):
+    assert _head(built(name)) == PROJECT_HEADS[name]
+
+
+def test_project_002_normalises_after_the_relu_first_and_before_it_then(built):
+    def block1(name):
+        return [layer.name for layer in built(name).layers if layer.name.startswith("block1_")]
+
+    assert block1("cnn3") == ["block1_conv1", "block1_relu1", "block1_bn1", "block1_pool"]
+    assert block1("p002_wide_cnn") == ["block1_conv1", "block1_bn1", "block1_relu1", "block1_pool"]
+
+
+def test_resnet_fer_wide_has_project_000s_imagenet_stem(built):
+    model = built("resnet_fer_wide")
+    assert model.get_layer("stem_conv").kernel.shape == (7, 7, 1, 64)
+    assert model.get_layer("stem_pool").output.shape == (None, 12, 12, 64)
+
+
+def test_project_004_cbam_attends_after_pooling_with_a_1x1_spatial_conv(built):
+    for name, kernel, size in (("cbam_cnn", 7, 48), ("p004_cbam_cnn", 1, 24)):
+        attention = built(name).get_layer("block1_spatial_attention")
+        assert attention.kernel.shape == (kernel, kernel, 2, 1)
+        assert attention.output.shape[1:3] == (size, size), name
+
+
+def test_project_002_vit_attends_across_the_batch_and_gives_every_face_the_same_logits(built, batch):
+    """The collapse: its class token, the same in every image, only ever attends to copies of itself."""
+    images = batch[0]
+    others = images.copy()
+    others[1:] = 255 - others[1:]
+    model = built("p002_vit")
+    encoder = keras.Model(model.input, model.get_layer("encoder1_ln2").output)
+    patch_tokens = [keras.ops.convert_to_numpy(encoder(x))[0, 1:] for x in (images, others)]
+    assert not np.allclose(*patch_tokens, atol=1e-3)  # image 0's tokens depend on the other images
+    out = model.predict_on_batch(images)
+    np.testing.assert_allclose(out, np.broadcast_to(out[0], out.shape), atol=1e-5)
+    assert np.ptp(built("vit").predict_on_batch(images), axis=0).max() > 1e-3
 
 
 @pytest.mark.parametrize("name", ["vit", "cbam_cnn", "mini_xception"])
@@ -204,8 +359,9 @@ CUSTOM_LAYERS = [
     (fer_layers.ChannelAttention(ratio=4, name="ca"), (2, 6, 6, 16), (2, 6, 6, 16)),
     (fer_layers.SpatialAttention(kernel_size=5), (2, 6, 6, 16), (2, 6, 6, 16)),
     (fer_layers.PatchEmbedding(patch_size=8, hidden_dim=32), (2, 48, 48, 1), (2, 36, 32)),
-    (fer_layers.ClassToken(), (2, 36, 32), (2, 37, 32)),
+    (fer_layers.ClassToken(stddev=1.0), (2, 36, 32), (2, 37, 32)),
     (fer_layers.PositionEmbedding(stddev=0.05), (2, 37, 32), (2, 37, 32)),
+    (fer_layers.SwapBatchAxis(), (2, 37, 32), (37, 2, 32)),
 ]
 
 
@@ -240,20 +396,25 @@ def test_count_macs_matches_hand_counts():
     projections = 4 * 10 * 16 * 16  # query, key, value, output
     assert count_macs(attention_model) == projections + 10 * 10 * (16 + 16)
 
+    # Attention across the batch (p002_vit): for one image, each token attends only to itself.
+    swapped = fer_layers.SwapBatchAxis()(tokens)
+    batch_attention_model = keras.Model(tokens, keras.layers.MultiHeadAttention(2, 8)(swapped, swapped))
+    assert count_macs(batch_attention_model) == projections + 10 * 1 * (16 + 16)
+
 
 @pytest.mark.slow
 def test_table_cli_lists_every_model(capsys):
     main([])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:2] == ["name", "parameters"]
+    assert lines[0].split()[:3] == ["name", "parameters", "trainable"]
     assert [line.split()[0] for line in lines[1:]] == list_models()
 
 
 def test_table_cli_markdown_and_unknown_name(capsys):
     main(["--markdown", "mini_xception", "vit"])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("| name | parameters |") and len(lines) == 4
-    assert lines[2].startswith("| mini_xception | 58,423 |")
+    assert lines[0].startswith("| name | parameters | trainable |") and len(lines) == 4
+    assert lines[2].startswith("| mini_xception | 58,423 | 56,951 |")  # 736 BN channels: mean, variance
     with pytest.raises(SystemExit) as exit_info:
         main(["resnet99"])
     assert exit_info.value.code == 2

@@ -10,7 +10,6 @@ import itertools
 from dataclasses import asdict, dataclass
 
 from fer_keras import config as config_lib
-from fer_keras.augment import PRESETS
 from fer_keras.errors import FerError
 from fer_keras.models import default_hparams, list_models
 from fer_keras.models.registry import check_hparams
@@ -20,6 +19,7 @@ from fer_keras.optim import OPTIMIZERS
 WEIGHT_DECAYS = (0.0, 1e-5, 1e-4, 1e-3, 1e-2)
 LABEL_SMOOTHINGS = (0.0, 0.05, 0.1, 0.2)
 BATCH_SIZES = (32, 64, 128, 256)
+AUGMENTS = ("none", "light", "strong")  # the general presets (a project's own preset: --grid augment=...)
 LEARNING_RATE_RANGE = (1e-4, 1e-2)
 TRAINING_DIMS = ("learning_rate", "optimizer", "weight_decay", "label_smoothing", "augment", "batch_size")
 
@@ -81,7 +81,7 @@ def training_dims(base):
         "optimizer": _choice("optimizer", OPTIMIZERS, base["optimizer"]),
         "weight_decay": _choice("weight_decay", WEIGHT_DECAYS, base["weight_decay"]),
         "label_smoothing": _choice("label_smoothing", LABEL_SMOOTHINGS, base["label_smoothing"]),
-        "augment": _choice("augment", PRESETS, base["augment"]),
+        "augment": _choice("augment", AUGMENTS, base["augment"]),
         "batch_size": _choice("batch_size", BATCH_SIZES, base["batch_size"]),
     }
 

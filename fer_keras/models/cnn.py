@@ -1,6 +1,8 @@
 """Plain convolutional networks: conv blocks with max pooling, then a dense head.
 
-Every member of the family is one call of `_plain_cnn`, configured by lists.
+Every member of the family is one call of `_plain_cnn`, configured by lists. `pNNN_<name>` builders
+are networks of original project NNN under that project's own name (several projects have a
+"deep CNN" or a "simple CNN").
 """
 
 import keras
@@ -55,11 +57,35 @@ def simple_cnn(*, widths=(32, 64), dense_units=(128, 64), dropout=0.0, l2=0.0):
 
 
 @register_model
-def baseline_cnn(*, widths=(32, 64), dense_units=(128,), dropout=0.3, l2=0.0):
-    """Baseline CNN v1: 5x5 convs 32 and 64 with max pooling, dense 128, dropout 0.3."""
+def p000_simple_cnn(*, widths=(32, 64), dense_units=(512,), dropout=0.5, l2=0.0):
+    """Project 000's SimpleCNN: two conv blocks (32, 64) with max pooling, dense 512, dropout 0.5 (4.74M)."""
+    return _plain_cnn("p000_simple_cnn", widths=widths, dense_units=dense_units, dropout=dropout, l2=l2)
+
+
+@register_model
+def p000_deep_cnn(*, widths=(32, 64, 128, 256), dense_units=(512, 256), dropout=0.5, l2=0.0):
+    """Project 000's DeepCNN: four Conv-BN-ReLU-MaxPool blocks (32-256), dense 512-256, dropout 0.5 (1.70M)."""
     return _plain_cnn(
-        "baseline_cnn", widths=widths, kernel_size=5, dense_units=dense_units, dropout=dropout,
-        l2=l2,
+        "p000_deep_cnn", widths=widths, batch_norm=True, dense_units=dense_units, dropout=dropout, l2=l2,
+    )
+
+
+@register_model
+def baseline_cnn(*, widths=(32, 64), feature_dropout=0.3, dense_units=(128,), dropout=0.3, l2=0.0):
+    """Baseline CNN v1: 5x5 convs 32 and 64 with max pooling, dropout 0.3 before and after dense 128."""
+    return _plain_cnn(
+        "baseline_cnn", widths=widths, kernel_size=5, feature_dropout=feature_dropout, dense_units=dense_units,
+        dropout=dropout, l2=l2,
+    )
+
+
+@register_model
+def p004_baseline_cnn_v2(*, widths=(32, 64), spatial_dropout=0.2, feature_dropout=0.6, dense_units=(512, 256, 128),
+                         dropout=0.6, l2=0.0):
+    """Project 004's baseline v2: v1 plus BN, spatial dropout 0.2, average pooling, dense 512-256-128, dropout 0.6."""
+    return _plain_cnn(
+        "p004_baseline_cnn_v2", widths=widths, kernel_size=5, batch_norm=True, spatial_dropout=spatial_dropout,
+        pooling="avg", feature_dropout=feature_dropout, dense_units=dense_units, dropout=dropout, l2=l2,
     )
 
 
@@ -73,11 +99,29 @@ def cnn3(*, widths=(32, 64, 128), feature_dropout=0.5, dense_units=(256,), dropo
 
 
 @register_model
-def improved_cnn(*, widths=(64, 128, 256), dense_units=(1024, 512), dropout=0.4, l2=0.0):
-    """Three blocks of two 3x3 convs (64, 128, 256) with BN and pooling, dense 1024-512, dropout 0.4."""
+def p002_wide_cnn(*, widths=(64, 128, 256), feature_dropout=0.5, dense_units=(512,), dropout=0.5, l2=0.0):
+    """Project 002's second CNN: three Conv-BN-ReLU-MaxPool blocks (64, 128, 256), dropout 0.5 around dense 512."""
     return _plain_cnn(
-        "improved_cnn", widths=widths, convs_per_block=2, batch_norm=True, dense_units=dense_units,
+        "p002_wide_cnn", widths=widths, batch_norm=True, feature_dropout=feature_dropout, dense_units=dense_units,
         dropout=dropout, l2=l2,
+    )
+
+
+@register_model
+def p002_basic_cnn(*, widths=(32, 64, 128), conv_dropout=0.25, dense_units=(256,), dropout=0.5, l2=0.0):
+    """Project 002's basic CNN: three Conv-BN-ReLU-MaxPool-Dropout(0.25) blocks, dense 256 with BN, dropout 0.5."""
+    return _plain_cnn(
+        "p002_basic_cnn", widths=widths, batch_norm=True, conv_dropout=conv_dropout, dense_units=dense_units,
+        dropout=dropout, dense_batch_norm=True, l2=l2,
+    )
+
+
+@register_model
+def improved_cnn(*, widths=(64, 128, 256), feature_dropout=0.4, dense_units=(1024, 512), dropout=0.4, l2=0.0):
+    """Three blocks of two 3x3 convs (64, 128, 256) with BN and pooling, dropout 0.4 before and after dense 1024-512."""
+    return _plain_cnn(
+        "improved_cnn", widths=widths, convs_per_block=2, batch_norm=True, feature_dropout=feature_dropout,
+        dense_units=dense_units, dropout=dropout, l2=l2,
     )
 
 
@@ -92,8 +136,11 @@ def vgg_large(*, widths=(64, 128, 256, 512, 512), dense_units=(1024, 512), dropo
 
 @register_model
 def regularized_cnn(*, widths=(32, 64, 128, 256), conv_dropout=0.2, dense_units=(256,), dropout=0.5,
-                    l2=1e-3):
-    """Four double-conv BN blocks, dropout 0.2 after each, dense 256 with dropout 0.5, L2 1e-3."""
+                    l2=5e-4):
+    """Four double-conv BN blocks, dropout 0.2 after each, dense 256 with dropout 0.5, L2 5e-4 (weight decay 1e-3).
+
+    PyTorch's Adam(weight_decay=1e-3) adds 1e-3 * w to each gradient: the gradient of L2(5e-4).
+    """
     return _plain_cnn(
         "regularized_cnn", widths=widths, convs_per_block=2, batch_norm=True, conv_dropout=conv_dropout,
         dense_units=dense_units, dropout=dropout, l2=l2,
@@ -101,10 +148,11 @@ def regularized_cnn(*, widths=(32, 64, 128, 256), conv_dropout=0.2, dense_units=
 
 
 def _deep_cnn(name, *, widths, spatial_dropout, dense_units, dropout, l2):
-    """Double-conv BN blocks and global average pooling, shared by deep_cnn and its v2."""
+    """Double-conv BN blocks, global average pooling and dense layers with BN: deep_cnn and project
+    004's deep CNN v1 and v2."""
     return _plain_cnn(
         name, widths=widths, convs_per_block=2, batch_norm=True, spatial_dropout=spatial_dropout,
-        pooling="avg", dense_units=dense_units, dropout=dropout, l2=l2,
+        pooling="avg", dense_units=dense_units, dropout=dropout, dense_batch_norm=True, l2=l2,
     )
 
 
@@ -116,8 +164,15 @@ def deep_cnn(*, widths=(32, 64, 128, 256), spatial_dropout=0.0, dense_units=(), 
 
 
 @register_model
+def p004_deep_cnn_v1(*, widths=(32, 64, 128, 256), spatial_dropout=0.0, dense_units=(512,), dropout=0.5, l2=0.0):
+    """Project 004's deep CNN v1: four double-conv BN blocks (32-256), avg pooling, dense 512 with BN, dropout 0.5."""
+    return _deep_cnn("p004_deep_cnn_v1", widths=widths, spatial_dropout=spatial_dropout, dense_units=dense_units,
+                     dropout=dropout, l2=l2)
+
+
+@register_model
 def deep_cnn_v2(*, widths=(32, 64, 128, 192), spatial_dropout=0.1, dense_units=(256,), dropout=0.7, l2=0.0):
-    """deep_cnn v2: spatial dropout 0.1, last block 192, dense 256 with dropout 0.7."""
+    """Project 004's deep CNN v2 (and v3): spatial dropout 0.1, last block 192, dense 256 with BN, dropout 0.7."""
     return _deep_cnn("deep_cnn_v2", widths=widths, spatial_dropout=spatial_dropout, dense_units=dense_units,
                      dropout=dropout, l2=l2)
 
@@ -127,6 +182,29 @@ def globalpool_cnn(*, widths=(64, 128, 256), dense_units=(256,), dropout=0.5, l2
     """Three double-conv BN blocks (64-256), global average pooling instead of flatten, dense 256."""
     return _plain_cnn(
         "globalpool_cnn", widths=widths, convs_per_block=2, batch_norm=True, pooling="avg",
+        dense_units=dense_units, dropout=dropout, l2=l2,
+    )
+
+
+@register_model
+def p001_base_cnn(*, widths=(32, 64, 128), dense_units=(256,), l2=0.0):
+    """Project 001's base CNN: three Conv-ReLU-MaxPool blocks (32, 64, 128) and dense 256, no BN or dropout."""
+    return _plain_cnn("p001_base_cnn", widths=widths, dense_units=dense_units, l2=l2)
+
+
+@register_model
+def p001_deep_cnn(*, widths=(64, 128, 256), dense_units=(256,), l2=0.0):
+    """Project 001's deep CNN: three double-conv BN blocks (64, 128, 256) and dense 256, no dropout (it overfit)."""
+    return _plain_cnn(
+        "p001_deep_cnn", widths=widths, convs_per_block=2, batch_norm=True, dense_units=dense_units, l2=l2,
+    )
+
+
+@register_model
+def p001_dropout_cnn(*, widths=(64, 128, 256), spatial_dropout=0.25, dense_units=(256,), dropout=0.5, l2=0.0):
+    """Project 001's dropout CNN: its deep CNN with spatial dropout 0.25 per block and dropout 0.5 after dense 256."""
+    return _plain_cnn(
+        "p001_dropout_cnn", widths=widths, convs_per_block=2, batch_norm=True, spatial_dropout=spatial_dropout,
         dense_units=dense_units, dropout=dropout, l2=l2,
     )
 

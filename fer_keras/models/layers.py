@@ -1,4 +1,4 @@
-"""Custom layers Keras lacks: CBAM attention and the ViT token embeddings.
+"""Custom layers Keras lacks: CBAM attention, the ViT token embeddings and a batch-axis swap.
 
 All are serialisable (`.keras` files load them by their registered name) and use only `keras.ops`.
 """
@@ -100,16 +100,24 @@ class PatchEmbedding(keras.layers.Layer):
 class ClassToken(keras.layers.Layer):
     """Prepends one learned token to a sequence; the classifier reads it after the encoder.
 
-    https://arxiv.org/abs/2010.11929 (eq. 1).
+    https://arxiv.org/abs/2010.11929 (eq. 1). Initialised to zeros, or truncated normal with `stddev`.
     """
 
+    def __init__(self, stddev=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.stddev = stddev
+
     def build(self, input_shape):
-        self.token = self.add_weight(shape=(1, 1, input_shape[-1]), initializer="zeros", name="token")
+        initializer = keras.initializers.TruncatedNormal(stddev=self.stddev) if self.stddev else "zeros"
+        self.token = self.add_weight(shape=(1, 1, input_shape[-1]), initializer=initializer, name="token")
 
     def call(self, tokens):
         batch = ops.shape(tokens)[0]
         cls = ops.broadcast_to(self.token, (batch, 1, tokens.shape[-1]))
         return ops.concatenate([cls, tokens], axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "stddev": self.stddev}
 
 
 @register
@@ -132,3 +140,15 @@ class PositionEmbedding(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "stddev": self.stddev}
+
+
+@register
+class SwapBatchAxis(keras.layers.Layer):
+    """Swaps the batch axis and the next one: (batch, tokens, dim) <-> (tokens, batch, dim).
+
+    It reproduces a sequence-first PyTorch layer (nn.TransformerEncoderLayer without
+    batch_first=True) fed batch-first tensors: what the layer takes for the sequence is the batch.
+    """
+
+    def call(self, inputs):
+        return ops.swapaxes(inputs, 0, 1)

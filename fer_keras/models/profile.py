@@ -1,5 +1,8 @@
 """Model size: parameter counts, multiply-accumulates (MACs) per image, expected parameter ranges.
 
+The original projects counted parameters the PyTorch way, trainable ones only; Keras' count_params
+adds two moving statistics per BatchNormalization channel. The table shows both.
+
 MACs are counted from each layer's input and output shapes for Conv2D, DepthwiseConv2D,
 SeparableConv2D, Dense (once per position of a sequence input), MultiHeadAttention (the four
 projections and both attention matmuls) and the custom PatchEmbedding, ChannelAttention and
@@ -36,6 +39,18 @@ PARAM_RANGES = {
     "vit": (0.1e6, 0.2e6),
     "mini_xception": (55e3, 62e3),
     "vgg_fer": (38e6, 42e6),
+    # Networks of the original projects, named pNNN_<the project's name>.
+    "p000_simple_cnn": (4.7e6, 4.8e6),
+    "p000_deep_cnn": (1.65e6, 1.75e6),
+    "p001_base_cnn": (1.2e6, 1.35e6),
+    "p001_deep_cnn": (3.4e6, 3.6e6),
+    "p001_dropout_cnn": (3.4e6, 3.6e6),
+    "p002_basic_cnn": (1.2e6, 1.35e6),
+    "p002_wide_cnn": (5e6, 5.2e6),
+    "p002_vit": (1.1e6, 1.2e6),
+    "p004_baseline_cnn_v2": (200e3, 300e3),
+    "p004_deep_cnn_v1": (1.25e6, 1.35e6),
+    "p004_cbam_cnn": (250e3, 400e3),
 }
 
 
@@ -59,13 +74,17 @@ def _dense_macs(layer):
 
 
 def _attention_macs(layer):
+    """Projections and both attention matmuls for one image. A None length is the batch (p002_vit
+    attends across images), one image here."""
     query, value, *key = layer.input
     key = key[0] if key else value
-    q_len, kv_len = query.shape[1], value.shape[1]
+    q_tokens, kv_tokens = (math.prod(d or 1 for d in t.shape[:-1]) for t in (query, value))
+    kv_len = value.shape[1] or 1
     qk_dim, v_dim = layer.num_heads * layer.key_dim, layer.num_heads * layer.value_dim
-    projections = (q_len * query.shape[-1] + kv_len * key.shape[-1]) * qk_dim + kv_len * value.shape[-1] * v_dim
-    attention = q_len * kv_len * (qk_dim + v_dim)
-    return projections + attention + q_len * v_dim * layer.output.shape[-1]
+    projections = (q_tokens * query.shape[-1] + kv_tokens * key.shape[-1]) * qk_dim
+    projections += kv_tokens * value.shape[-1] * v_dim
+    attention = q_tokens * kv_len * (qk_dim + v_dim)
+    return projections + attention + q_tokens * v_dim * layer.output.shape[-1]
 
 
 def _patch_macs(layer):
@@ -102,12 +121,19 @@ def count_macs(model):
     return total
 
 
+def count_trainable(model):
+    """Trainable parameters: Keras' count_params less BatchNormalization's moving mean and variance,
+    i.e. what PyTorch's `sum(p.numel() for p in model.parameters())` reports for the same layers."""
+    return sum(math.prod(w.shape) for w in model.trainable_weights)
+
+
 def profile(name):
-    """`name`'s row of the model table: parameters, MACs, expected range and description."""
+    """`name`'s row of the model table: parameters (all, trainable), MACs, expected range and description."""
     model = build_model(name)
     return {
         "name": name,
         "params": model.count_params(),
+        "trainable": count_trainable(model),
         "macs": count_macs(model),
         "expected": PARAM_RANGES.get(name),
         "description": describe(name),

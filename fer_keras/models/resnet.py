@@ -24,19 +24,27 @@ def _basic_block(x, filters, *, stride, name, conv):
     return layers.ReLU(name=f"{name}_out")(x)
 
 
-def _resnet(name, *, widths, depth, dropout, l2, kernel_initializer="glorot_uniform"):
-    """Stem conv, one stage of `depth` basic blocks per entry of `widths` (stages after the first
-    start with stride 2), global average pooling, dropout, logits."""
+def _resnet(name, *, widths, depth, dropout, l2, kernel_initializer="glorot_uniform", imagenet_stem=False):
+    """Stem, one stage of `depth` basic blocks per entry of `widths` (stages after the first start
+    with stride 2), global average pooling, dropout, logits."""
     conv = partial(
         layers.Conv2D, padding="same", use_bias=False, kernel_initializer=kernel_initializer,
         kernel_regularizer=l2_regularizer(l2),
     )
     inputs, x = image_input()
 
-    # Stem: full resolution, no pooling (48x48 is already small).
-    x = conv(widths[0], 3, name="stem_conv")(x)
+    # Stem: one 3x3 conv at full resolution (48x48 is already small), or the paper's ImageNet stem,
+    # a 7x7 stride-2 conv and 3x3 stride-2 max pooling zero-padded as PyTorch pads them (48 -> 12).
+    if imagenet_stem:
+        x = layers.ZeroPadding2D(3, name="stem_pad")(x)
+        x = conv(widths[0], 7, strides=2, padding="valid", name="stem_conv")(x)
+    else:
+        x = conv(widths[0], 3, name="stem_conv")(x)
     x = layers.BatchNormalization(name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
+    if imagenet_stem:
+        x = layers.ZeroPadding2D(1, name="stem_pool_pad")(x)  # zeros after a ReLU act as PyTorch's -inf
+        x = layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
 
     # Stages
     for s, filters in enumerate(widths, 1):
@@ -51,15 +59,15 @@ def _resnet(name, *, widths, depth, dropout, l2, kernel_initializer="glorot_unif
 
 
 @register_model
-def resnet_fer(*, widths=(32, 64, 128), depth=2, dropout=0.3, l2=0.0):
-    """ResNet with stem 32 and three stages of two basic blocks (32, 64, 128) https://arxiv.org/abs/1512.03385"""
+def resnet_fer(*, widths=(32, 64, 128), depth=2, dropout=0.0, l2=0.0):
+    """Project 002's ResNet: stem 32, three stages of two basic blocks (32, 64, 128) https://arxiv.org/abs/1512.03385"""
     return _resnet("resnet_fer", widths=widths, depth=depth, dropout=dropout, l2=l2)
 
 
 @register_model
-def resnet_fer_wide(*, widths=(64, 128, 256), depth=2, dropout=0.3, l2=0.0):
-    """resnet_fer at double width (64, 128, 256), the 2.78M-parameter "ResNetFER" https://arxiv.org/abs/1512.03385"""
-    return _resnet("resnet_fer_wide", widths=widths, depth=depth, dropout=dropout, l2=l2)
+def resnet_fer_wide(*, widths=(64, 128, 256), depth=2, dropout=0.5, l2=0.0):
+    """Project 000's 2,778,311-parameter ResNetFER: ImageNet stem, stages 64-256 https://arxiv.org/abs/1512.03385"""
+    return _resnet("resnet_fer_wide", widths=widths, depth=depth, dropout=dropout, l2=l2, imagenet_stem=True)
 
 
 @register_model
