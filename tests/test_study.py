@@ -2,6 +2,7 @@
 overall, resumed after a kill without retraining a finished variant."""
 
 import csv
+import itertools
 import json
 import signal
 import subprocess
@@ -61,6 +62,49 @@ def test_variants_resolve_over_the_study_base_each_with_its_own_settings(tmp_pat
     # A variant switching the network starts from that network's defaults, with its own settings.
     assert (simple["model"], simple["model_args"], simple["learning_rate"]) == ("simple_cnn", {}, 3e-3)
     assert tiny["limit"] == simple["limit"] == 300 and simple["batch_size"] == 32  # budget and base for all
+
+
+def test_the_five_projects_each_have_a_study_listed_with_its_command(capsys):
+    assert [p.stem for p in study_lib.list_studies()] == ["p000", "p001", "p002", "p003", "p004"]
+    assert study_lib.main(["list"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("p000", "p001", "p002", "p003", "p004"):
+        assert f"python -m tuning.study run {name} --data" in listed
+
+
+@pytest.mark.parametrize("path", study_lib.list_studies(), ids=lambda p: p.stem)
+def test_every_run_of_a_shipped_study_resolves_at_both_budgets(path):
+    study = study_lib.load_study(path.stem)
+    header = " ".join(study_lib._first_lines(path))
+    assert study["seed_file"] in header and "quick" in header and "full" in header
+    assert all(set(b) == {"epochs", "limit"} for b in study["budgets"].values())
+    assert study["budgets"]["full"]["limit"] is None  # the original projects trained on all of Training
+    for series, budget in itertools.product(study["series"], study_lib.BUDGETS):
+        space = study_lib.series_space(study, series, budget, repeats=1, overrides={})
+        epochs = study["budgets"][budget]["epochs"]
+        for values in itertools.product(*(dim.args["values"] for dim in space.dims.values())):
+            cfg = space.trial_config(dict(zip(space.dims, values)), epochs)
+            assert (cfg["epochs"], cfg["limit"]) == (epochs, study["budgets"][budget]["limit"])
+
+
+@pytest.mark.slow
+def test_a_shipped_study_runs_on_the_synthetic_set_with_a_shrunk_budget(tmp_path):
+    """p004 (fewest runs with p001): every series on the synthetic set, 1 epoch of 200 rows per run."""
+    study = study_lib.load_study("p004")
+    args = ["run", "p004", "--epochs", "1", "--limit", "200", "--wandb", "disabled", "--out", str(tmp_path)]
+    assert study_lib.main(args) == 0
+    out = tmp_path / "p004"
+    for series, spec in study["series"].items():
+        assert sorted(r["variant"] for r in rows(out / series / "comparison" / "comparison.csv")) == sorted(
+            spec["variants"])
+    overall = rows(out / "comparison" / "comparison.csv")
+    assert len(overall) == 7 and {r["epochs"] for r in overall} == {"1"}
+    models = {(r["run"].split("/")[0], r["variant"]): r["model"] for r in overall}
+    assert models == {("baseline", "v1"): "baseline_cnn", ("baseline", "v2"): "p004_baseline_cnn_v2",
+                      ("deep", "v1"): "p004_deep_cnn_v1", ("deep", "v2"): "deep_cnn_v2", ("deep", "v3"): "deep_cnn_v2",
+                      ("attention", "cbam_as_it_was"): "p004_cbam_cnn", ("attention", "cbam_paper"): "cbam_cnn"}
+    configs = [json.loads(p.read_text()) for p in out.glob("*/trial_*/config.json")]
+    assert {(c["data"], c["limit"], c["precision"]) for c in configs} == {(None, 200, "mixed_bfloat16")}
 
 
 @pytest.mark.slow

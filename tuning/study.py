@@ -3,6 +3,8 @@
 `python -m tuning.study run FILE [--data PATH] [--budget quick|full] [--repeats N] [--out DIR]` runs
 every series of a study file (YAML) as a grid search in DIR/STUDY/SERIES (resumable and distributed
 like `tuning.search`), then compares each series' runs and all of them (`fer_keras.compare`).
+`--epochs N` and `--limit N` shrink the budget (a smoke test of a study: with no --data, on the
+synthetic set).
 `python -m tuning.study list` shows the shipped studies and their commands.
 
 A study file holds `project` and `seed_file` (which original project it reproduces), `base` (config
@@ -127,6 +129,8 @@ def main(argv=None):
     run.add_argument("--repeats", type=int, default=1, help="seeds per variant: mean +- std in the comparison")
     run.add_argument("--out", default="studies", help="folder of studies (default: studies)")
     run.add_argument("--series", nargs="+", help="run only these series")
+    run.add_argument("--epochs", type=int, help="epochs of every run instead of the budget's")
+    run.add_argument("--limit", type=int, help="data rows of every run instead of the budget's limit")
     run.add_argument("--wandb", choices=config_lib.OPTIONS["wandb"].choices, help="W&B mode of the runs")
     args = parser.parse_args(argv)
     if args.command == "list":
@@ -135,9 +139,13 @@ def main(argv=None):
         return 0
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.epochs is not None and args.epochs < 1:
+        parser.error("--epochs must be at least 1")
     overrides = {k: v for k, v in (("data", args.data), ("wandb", args.wandb)) if v is not None}
-    run_study(load_study(args.study), out=args.out, budget=args.budget, repeats=args.repeats, overrides=overrides,
-              only=args.series)
+    study = load_study(args.study)
+    shrunk = {k: v for k, v in (("epochs", args.epochs), ("limit", args.limit)) if v is not None}
+    study["budgets"][args.budget] = {**study["budgets"][args.budget], **shrunk}
+    run_study(study, out=args.out, budget=args.budget, repeats=args.repeats, overrides=overrides, only=args.series)
     return 0
 
 
