@@ -1,9 +1,16 @@
-"""SavedModel export: serving signatures for 0-255 face images and for raw FER2013 pixel strings.
+"""Export a trained model: a SavedModel (default) or TFLite files (`--tflite`).
 
-The SavedModel needs only TensorFlow to serve (`tf.saved_model.load`): normalisation is inside the
-model, augmentation is not (endpoints call `model(x, training=False)`), outputs are float32.
+`python -m fer_keras.export RUN_DIR_OR_MODEL [--out DIR] [--tflite [--quantize none|float16|int8 ...]
+[--data CSV] [--calibration-faces N]]`
+
+The SavedModel has serving signatures for 0-255 face images and for raw FER2013 pixel strings, and
+needs only TensorFlow to serve (`tf.saved_model.load`). TFLite files (`model.tflite`,
+`model-float16.tflite`, `model-int8.tflite`, see `fer_keras.tflite`) take the same images. Either way
+normalisation is inside the model, augmentation is not (the model is called with `training=False`),
+and outputs are float32 probabilities, for models trained under mixed_bfloat16 too.
 """
 
+import argparse
 import json
 import os
 import re
@@ -20,6 +27,9 @@ from fer_keras.constants import CLASS_NAMES, IMAGE_SHAPE, NUM_PIXELS
 from fer_keras.errors import FerError
 from fer_keras.io import check_output
 from fer_keras.saving import is_savedmodel, load_keras_model, resolve_model_file
+from fer_keras.tflite import CALIBRATION_FACES, QUANTIZATIONS, calibration_faces, export_tflite
+
+__all__ = ["build_archive", "decode_pixels", "export_savedmodel", "export_tflite", "main"]
 
 METADATA_FILE = "fer_keras.json"
 
@@ -154,25 +164,66 @@ def _replace_dir(src, dst):
         shutil.rmtree(old)
 
 
-def _run_model_name(model_file):
-    """The registry name from a run folder's config.json, when there is one."""
+def _run_config(model_file):
+    """A run folder's config.json (beside its model.keras), or {} when there is none."""
     config = model_file.parent / "config.json"
     if config.exists():
-        return json.loads(config.read_text()).get("model")
-    return None
+        return json.loads(config.read_text())
+    return {}
+
+
+def _run_model_name(model_file):
+    """The registry name from a run folder's config.json, when there is one."""
+    return _run_config(model_file).get("model")
+
+
+def _parse_args(argv):
+    parser = ArgumentParser(
+        prog="python -m fer_keras.export", description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", help="run folder (uses its model.keras) or a .keras file")
+    parser.add_argument("--out", help="output folder (default: <run folder>/savedmodel for the SavedModel, "
+                                      "the run folder for --tflite)")
+    parser.add_argument("--tflite", action="store_true",
+                        help="write TFLite file(s) <out>/model[-float16|-int8].tflite instead of a SavedModel")
+    parser.add_argument("--quantize", nargs="+", choices=QUANTIZATIONS, metavar="VARIANT",
+                        help="TFLite variant(s) with --tflite: none (float32, the default), float16 (float16 "
+                             "weights), int8 (full-integer, calibrated on Training faces); several at once")
+    parser.add_argument("--data", metavar="CSV", help="FER2013 CSV whose Training faces calibrate int8 "
+                                                      "(default: the run's config.json data, else the synthetic set)")
+    parser.add_argument("--calibration-faces", type=int, default=CALIBRATION_FACES, metavar="N",
+                        help=f"Training faces that calibrate int8 (default {CALIBRATION_FACES})")
+    args = parser.parse_args(argv)
+    if not args.tflite and (args.quantize or args.data or args.calibration_faces != CALIBRATION_FACES):
+        parser.error("--quantize, --data and --calibration-faces go with --tflite")
+    if args.calibration_faces < 1:
+        parser.error("--calibration-faces must be at least 1")
+    args.quantize = list(dict.fromkeys(args.quantize or ["none"]))
+    return args
 
 
 @user_errors
 def main(argv=None):
-    """`python -m fer_keras.export RUN_DIR_OR_MODEL [--out DIR]`."""
-    parser = ArgumentParser(prog="python -m fer_keras.export", description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="run folder (uses its model.keras) or a .keras file")
-    parser.add_argument("--out", help="SavedModel folder (default: <run folder>/savedmodel)")
-    args = parser.parse_args(argv)
+    """`python -m fer_keras.export RUN_DIR_OR_MODEL [--out DIR] [--tflite [--quantize ...]]`."""
+    args = _parse_args(argv)
     model_file = resolve_model_file(args.model)
-    out = Path(args.out) if args.out else model_file.parent / "savedmodel"
-    export_savedmodel(load_keras_model(model_file), out, model_name=_run_model_name(model_file))
-    print(f"SavedModel written to {out} (signatures: serving_default, classify_pixels)")
+    if not args.tflite:
+        out = Path(args.out) if args.out else model_file.parent / "savedmodel"
+        export_savedmodel(load_keras_model(model_file), out, model_name=_run_model_name(model_file))
+        print(f"SavedModel written to {out} (signatures: serving_default, classify_pixels)")
+        return 0
+    out = check_output(args.out if args.out else model_file.parent, folder=True)
+    model = load_keras_model(model_file)
+    calibration = None
+    if "int8" in args.quantize:
+        data = args.data or _run_config(model_file).get("data")
+        calibration = calibration_faces(data, args.calibration_faces)
+        print(f"int8: calibrating on {len(calibration)} Training faces of "
+              f"{data or 'the synthetic default set'}")
+    for quantize in args.quantize:
+        path = export_tflite(model, out, quantize, calibration)
+        print(f"TFLite ({quantize}) written to {path} ({path.stat().st_size / 1024:.0f} KiB)")
     return 0
 
 

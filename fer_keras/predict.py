@@ -1,9 +1,10 @@
 """Predict facial expressions for FER2013 CSV rows or image files, with one model or an ensemble.
 
-`python -m fer_keras.predict --model PATH [--model PATH ...] (--csv FILE | --images FILES_OR_DIRS...)
+`python -m fer_keras.predict [--model PATH ...] (--csv FILE | --images FILES_OR_DIRS...)
 --out FILE [--probabilities] [--tta] [--detect-faces] [--batch-size B]`
 
-Models are SavedModel folders or `.keras` files (or run folders); several are averaged (ensemble),
+Models are SavedModel folders, `.keras` files (or run folders) or `.tflite` files (`python -m
+fer_keras.export RUN --tflite`), mixed freely (default: the shipped model); several are averaged (ensemble),
 `--tta` also averages each model over the horizontally flipped faces. Bad inputs are reported on
 stderr one per line (`WHERE: reason`), everything else is still predicted, and the exit status is 1.
 CSV output has one row per input data row, in order (Kaggle's submission shape); an unreadable row
@@ -22,7 +23,7 @@ import pandas as pd
 import tensorflow as tf
 from scipy.special import softmax
 
-from fer_keras import faces
+from fer_keras import faces, pretrained, tflite
 from fer_keras.cli import ArgumentParser, keras_verbosity, user_errors
 from fer_keras.constants import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
 from fer_keras.data import load_fer2013
@@ -34,8 +35,11 @@ from fer_keras.saving import is_savedmodel, load_keras_model, load_savedmodel
 def load_predictor(path):
     """A function float32 faces (N, 48, 48, 1) in 0..255 -> float32 probabilities (N, 7).
 
-    `path` is a SavedModel folder (its `serving_default` signature) or a `.keras` file / run folder.
+    `path` is a SavedModel folder (its `serving_default` signature), a `.tflite` file (LiteRT
+    interpreter, any batch size) or a `.keras` file / run folder.
     """
+    if tflite.is_tflite(path):
+        return tflite.load_tflite(path)
     if is_savedmodel(path):
         serve = load_savedmodel(path)
         return lambda x: serve(image=tf.constant(x))["probabilities"].numpy()
@@ -113,15 +117,16 @@ def predict_images(predictors, paths, *, detect=False, batch_size=256, tta=False
     files, problems = collect_images(paths)
     for path in files:
         try:
-            gray = faces.read_gray(path)
+            rgb = faces.read_rgb(path)
         except FerError as exc:
             problems.append(str(exc))
             continue
+        gray = faces.rgb_to_gray(rgb)
         if not detect:
             rows.append([str(path)])
             crops.append(faces.to_face(gray))
             continue
-        boxes = faces.detect_faces(gray)
+        boxes = faces.detect_faces(rgb)  # the DNN detector sees colour
         if not boxes:
             problems.append(f"{path}: no face found")
         for x, y, w, h in boxes:
@@ -144,8 +149,9 @@ def _parse_args(argv):
         prog="python -m fer_keras.predict", description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", action="append", required=True,
-                        help="SavedModel folder, .keras file or run folder; repeat for an ensemble")
+    parser.add_argument("--model", action="append",
+                        help="SavedModel folder, .keras file, run folder or .tflite file; repeat for an ensemble "
+                             "(kinds may be mixed); default: the shipped model (python -m fer_keras.pretrained)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--csv", help="FER2013 CSV in any layout (labels optional)")
     source.add_argument("--images", nargs="+", help="PNG/JPEG files or folders of them")
@@ -153,7 +159,8 @@ def _parse_args(argv):
     parser.add_argument("--probabilities", action="store_true", help="add one probability column per class")
     parser.add_argument("--tta", action="store_true", help="average over the original and flipped faces")
     parser.add_argument("--detect-faces", action="store_true",
-                        help="find faces (OpenCV Haar cascade) and classify each one (with --images)")
+                        help="find faces (OpenCV's DNN face detector, see fer_keras.detectors) and classify each "
+                             "one (with --images)")
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args(argv)
     if args.detect_faces and not args.images:
@@ -167,7 +174,9 @@ def _parse_args(argv):
 def main(argv=None):
     args = _parse_args(argv)
     check_output(args.out)
-    predictors = [load_predictor(path) for path in args.model]
+    if not args.model:
+        print(pretrained.describe())
+    predictors = [load_predictor(path) for path in args.model or [pretrained.model_path()]]
     options = {"batch_size": args.batch_size, "tta": args.tta, "probabilities": args.probabilities}
     if args.csv:
         table, problems = predict_csv(predictors, args.csv, **options)

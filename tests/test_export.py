@@ -233,3 +233,48 @@ def test_export_refuses_to_replace_a_folder_that_is_not_a_savedmodel(tmp_path, c
                                       "not replacing it with the export\n"
     assert (tmp_path / "photos" / "holiday.jpg").read_bytes() == b"precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photos", "run"]
+
+
+def _run_folder(root):
+    """A run folder holding an untrained tiny_cnn and a config.json without data."""
+    run = root / "run"
+    run.mkdir()
+    build_model("tiny_cnn").save(run / "model.keras")
+    (run / "config.json").write_text(json.dumps({"model": "tiny_cnn", "data": None}))
+    return run
+
+
+def test_cli_exports_tflite_variants_calibrated_on_training_faces(tmp_path, capsys):
+    run = _run_folder(tmp_path)
+    images = _faces(30, seed=3)
+    csv = tmp_path / "faces.csv"
+    usage = ["Training"] * 20 + ["PublicTest"] * 10
+    csv.write_text("emotion,pixels,Usage\n" + "".join(f"{i % 7},{p},{u}\n" for i, (p, u) in
+                                                       enumerate(zip(_pixels(images), usage))))
+    out = tmp_path / "lite"
+    out.mkdir()
+    (out / "model-int8.tflite").write_bytes(b"an earlier export")
+    assert main([str(run), "--tflite", "--quantize", "float16", "int8", "--data", str(csv), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"int8: calibrating on 20 Training faces of {csv}" in printed
+    assert f"TFLite (int8) written to {out / 'model-int8.tflite'}" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["model-float16.tflite", "model-int8.tflite"]
+    assert (out / "model-int8.tflite").read_bytes()[4:8] == b"TFL3"
+    assert main([str(run), "--tflite"]) == 0  # default: float32, into the run folder
+    assert (run / "model.tflite").stat().st_size > (out / "model-float16.tflite").stat().st_size
+    assert not [p for p in run.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--quantize", "int8"], "--quantize, --data and --calibration-faces go with --tflite"),
+    (["--tflite", "--quantize", "int4"], "argument --quantize: invalid choice: 'int4'"),
+    (["--tflite", "--calibration-faces", "0"], "--calibration-faces must be at least 1"),
+])
+def test_cli_rejects_bad_tflite_options_in_one_line(argv, says, tmp_path, capsys):
+    run = _run_folder(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(run), *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {says}") and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "model.keras"]

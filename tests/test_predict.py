@@ -20,6 +20,8 @@ from fer_keras.constants import CLASS_NAMES, IMAGE_SHAPE
 from fer_keras.export import export_savedmodel
 from fer_keras.models import build_model
 from fer_keras.predict import load_predictor, main, predict_probabilities
+from fer_keras.saving import load_keras_model
+from fer_keras.tflite import export_tflite
 
 
 @pytest.fixture(scope="module")
@@ -226,6 +228,57 @@ def test_bad_savedmodel_is_one_error_line(case, says, tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {saved} {says}") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.fixture(scope="module")
+def tflite_model(models, tmp_path_factory):
+    """Model A (see `models`) as a float32 `.tflite` file."""
+    return str(export_tflite(load_keras_model(models["keras"]), tmp_path_factory.mktemp("tflite")))
+
+
+def test_tflite_model_alone_and_in_a_mixed_ensemble(models, tflite_model, tmp_path, capsys):
+    images = _faces(70, seed=8)
+    src = tmp_path / "test.csv"
+    pd.DataFrame({"pixels": _pixels(images)}).to_csv(src, index=False)
+    out = tmp_path / "pred.csv"
+    status, _, err = _run(["--model", tflite_model, "--csv", str(src), "--out", str(out), "--probabilities",
+                           "--batch-size", "32"], capsys)  # batches of 32, 32 and 6
+    assert status == 0, err
+    alone = _assert_probabilities(pd.read_csv(out))
+    np.testing.assert_allclose(alone, _expected(models["keras"], images), atol=1e-5)
+    status, _, err = _run(["--model", tflite_model, "--model", models["other"], "--model", models["saved"], "--tta",
+                           "--csv", str(src), "--out", str(out), "--probabilities"], capsys)
+    assert status == 0, err
+    parts = [_expected(m, images, tta=True) for m in (models["keras"], models["other"], models["saved"])]
+    np.testing.assert_allclose(_assert_probabilities(pd.read_csv(out)), np.mean(parts, axis=0), atol=1e-5)
+
+
+def _foreign_tflite():
+    """A valid TFLite model whose serving_default takes `x`, not `image`."""
+    module = tf.Module()
+    module.serve = tf.function(lambda x: {"y": x * 2}, input_signature=[tf.TensorSpec((None, 3), tf.float32, name="x")])
+    return tf.lite.TFLiteConverter.from_concrete_functions([module.serve.get_concrete_function()], module).convert()
+
+
+@pytest.mark.parametrize("case, says", [
+    ("random", "is not a readable TFLite model (corrupt or truncated: no TFLite flatbuffer identifier)"),
+    ("truncated", "is not a readable TFLite model (corrupt or truncated: "),
+    ("empty", "is not a readable TFLite model (corrupt or truncated: "),
+    ("foreign", "is not a fer_keras TFLite model: it needs a serving_default signature taking float32 image"),
+])
+def test_bad_tflite_is_one_error_line(case, says, tflite_model, tmp_path, capsys):
+    path = tmp_path / "model.tflite"
+    content = Path(tflite_model).read_bytes()
+    path.write_bytes({"random": np.random.default_rng(0).bytes(3000), "truncated": content[: len(content) // 2],
+                      "empty": b"", "foreign": _foreign_tflite() if case == "foreign" else b""}[case])
+    image = tmp_path / "face.png"
+    Image.fromarray(_faces(1)[0, ..., 0]).save(image)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", str(path), "--images", str(image), "--out", str(tmp_path / "o.csv")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path} {says}") and len(err.splitlines()) == 1, err
     assert not (tmp_path / "o.csv").exists()
 
 
