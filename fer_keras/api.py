@@ -45,19 +45,36 @@ class Face:
         return {"box": list(self.box), "emotion": self.emotion, "probabilities": dict(self.probabilities)}
 
 
+def _load_predictors(path_or_paths):
+    """One predictor per model path (a path or a list of them); ModelError for a missing or bad one."""
+    paths = [path_or_paths] if isinstance(path_or_paths, (str, os.PathLike)) else list(path_or_paths)
+    predictors = []
+    for path in paths:
+        if not Path(path).exists():
+            raise ModelError(f"{path}: no such model file or folder")
+        try:
+            predictors.append(load_predictor(path))
+        except FerError as exc:
+            raise ModelError(str(exc)) from None
+    return predictors
+
+
 class EmotionRecognizer:
     """A face detector and an expression classifier (one model or an ensemble, optionally with flip TTA).
 
     `predictors` are functions float32 faces (N, 48, 48, 1) in 0-255 -> probabilities (N, 7), as
-    `fer_keras.predict.load_predictor` makes them; None uses the shipped model. `detector` is a name in
-    `fer_keras.detectors.DETECTORS` or any callable image -> boxes (x, y, w, h).
+    `fer_keras.predict.load_predictor` makes them; `ensemble` names model paths to average instead;
+    with neither, the shipped model. `detector` is a name in `fer_keras.detectors.DETECTORS` or any
+    callable image -> boxes (x, y, w, h).
 
-    >>> rec = EmotionRecognizer.load(["runs/a", "runs/b/savedmodel"], tta=True)   # an ensemble
+    >>> rec = EmotionRecognizer(ensemble=["runs/a", "runs/b/savedmodel"], tta=True)
     >>> rec.classify(np.zeros((2, 48, 48), np.uint8)).shape
     (2, 7)
     """
 
-    def __init__(self, predictors=None, *, tta=False, detector=DEFAULT_DETECTOR):
+    def __init__(self, predictors=None, *, ensemble=None, tta=False, detector=DEFAULT_DETECTOR):
+        if ensemble is not None:
+            predictors = (predictors or []) + _load_predictors(ensemble)
         if predictors is None:
             from fer_keras import pretrained
 
@@ -72,16 +89,7 @@ class EmotionRecognizer:
     def load(cls, path_or_paths, tta=False, detector=DEFAULT_DETECTOR):
         """A recognizer from a run folder, `.keras` file, SavedModel or `.tflite` file; a list of them is an
         ensemble (probabilities averaged)."""
-        paths = [path_or_paths] if isinstance(path_or_paths, (str, os.PathLike)) else list(path_or_paths)
-        predictors = []
-        for path in paths:
-            if not Path(path).exists():
-                raise ModelError(f"{path}: no such model file or folder")
-            try:
-                predictors.append(load_predictor(path))
-            except FerError as exc:
-                raise ModelError(str(exc)) from None
-        return cls(predictors, tta=tta, detector=detector)
+        return cls(_load_predictors(path_or_paths), tta=tta, detector=detector)
 
     def detect(self, image, color="rgb"):
         """Every face found in `image`, left to right, each with its box and class probabilities.

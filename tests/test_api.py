@@ -118,6 +118,8 @@ def test_ensemble_and_tta_average_their_parts(models):
     assert not np.allclose(parts[0], parts[1], atol=1e-4), "the flip should change this model's output"
     ensemble = EmotionRecognizer.load([models["run"], str(models["b"])], tta=True)
     np.testing.assert_allclose(ensemble.classify(batch), np.mean(parts, axis=0), atol=1e-5)
+    same = EmotionRecognizer(ensemble=[models["run"], str(models["b"])], tta=True)  # the keyword form
+    np.testing.assert_allclose(same.classify(batch), np.mean(parts, axis=0), atol=1e-5)
     single = EmotionRecognizer.load(models["run"], tta=True)
     np.testing.assert_allclose(single.classify(batch), np.mean(parts[:2], axis=0), atol=1e-5)
 
