@@ -23,21 +23,22 @@ VALUE_RANGE = (0, 255)
 FILL_MODE = "nearest"  # no black corners, and ~20% cheaper than "reflect" on 48x48 batches
 ERASE_FILL = 128.0  # mid gray, about the FER2013 pixel mean; a constant is ~2.5x cheaper than noise
 
+_STRONG = {
+    "flip": True,
+    "rotation_deg": 15,
+    "translation": 0.1,
+    "zoom": 0.1,
+    "shear": 0.1,
+    "brightness": 0.2,
+    "contrast": 0.2,
+    "erasing_prob": 0.1,
+    "noise_std": 3.0,  # in 0..255 pixel units
+}
 # Preset -> knob values; knobs are applied stage by stage, in the order of `_STAGES` below.
 PRESET_KNOBS = {
     "none": {},
     "light": {"flip": True, "rotation_deg": 10, "brightness": 0.2, "contrast": 0.2},
-    "strong": {
-        "flip": True,
-        "rotation_deg": 15,
-        "translation": 0.1,
-        "zoom": 0.1,
-        "shear": 0.1,
-        "brightness": 0.2,
-        "contrast": 0.2,
-        "erasing_prob": 0.1,
-        "noise_std": 3.0,  # in 0..255 pixel units
-    },
+    "strong": _STRONG,
     # The original projects' pipelines, with their limits and per-op probabilities.
     # "Slight" random rotation only, no flip or colour (project 001); +-10 degrees as project 002's
     # RandomRotation(10).
@@ -71,16 +72,7 @@ PRESET_KNOBS = {
     # Project 004's deep CNN v3 (torchvision): flip, rotation 15, translation 10%, scale 90-110%,
     # shear, brightness/contrast jitter, RandomErasing(p=0.1). It states no shear or jitter strength:
     # these are strong's, and this is strong without its noise.
-    "torchvision_004": {
-        "flip": True,
-        "rotation_deg": 15,
-        "translation": 0.1,
-        "zoom": 0.1,
-        "shear": 0.1,
-        "brightness": 0.2,
-        "contrast": 0.2,
-        "erasing_prob": 0.1,
-    },
+    "torchvision_004": {knob: value for knob, value in _STRONG.items() if knob != "noise_std"},
 }
 PRESETS = tuple(PRESET_KNOBS)
 
