@@ -349,10 +349,12 @@ def _check_model(name, model_args):
 
     try:
         get_builder(name)
+    except ValueError as exc:
+        raise FerError(f"config key 'model': {exc}") from None
+    try:
         return check_hparams(name, model_args)
     except ValueError as exc:
-        raise FerError(f"config key 'model_args': {exc}" if "hyperparameter" in str(exc)
-                       else f"config key 'model': {exc}") from None
+        raise FerError(f"config key 'model_args': {exc}") from None
 
 
 def _check_keys(mapping, source):

@@ -36,11 +36,10 @@ def evaluate_model(model, splits, batch_size=256, verbose="auto"):
 def accuracy_with_tta(model, data_path, split="val"):
     """Accuracy of `model` on the labelled `split` (default PublicTest) of `data_path`, averaging
     each face's probabilities with its mirror image's (flip TTA, as `predict --tta` does)."""
-    from fer_keras.predict import predict_probabilities
+    from fer_keras.predict import keras_predictor, predict_probabilities
 
     data = split_data(load_fer2013(data_path))[split]
-    predictor = lambda x: softmax(np.asarray(model.predict_on_batch(x), np.float32), axis=-1)  # noqa: E731
-    probs = predict_probabilities([predictor], data.images, tta=True)
+    probs = predict_probabilities([keras_predictor(model)], data.images, tta=True)
     return float(np.mean(probs.argmax(axis=1) == data.labels))
 
 

@@ -43,7 +43,11 @@ def load_predictor(path):
     if is_savedmodel(path):
         serve = load_savedmodel(path)
         return lambda x: serve(image=tf.constant(x))["probabilities"].numpy()
-    model = load_keras_model(path)
+    return keras_predictor(load_keras_model(path))
+
+
+def keras_predictor(model):
+    """A function float32 faces (N, 48, 48, 1) in 0..255 -> float32 probabilities (N, 7) of a Keras model."""
     return lambda x: softmax(np.asarray(model.predict_on_batch(x), np.float32), axis=-1)
 
 

@@ -1,5 +1,6 @@
 """Finding and loading a run's models: a `.keras` file (or a run folder holding `model.keras`), and a
-SavedModel folder written by `fer_keras.export`. A file that cannot be loaded is a FerError naming it."""
+SavedModel folder written by `fer_keras.export`. A file that cannot be loaded is a FerError naming it.
+`float32_model` gives a bf16-trained model's float32 twin (for shipping and TFLite)."""
 
 import zipfile
 from pathlib import Path
@@ -41,14 +42,14 @@ def load_keras_model(path):
         if "safe_mode=False" in str(exc):
             raise FerError(f"{path} holds Python code (a Lambda layer) and is not loaded in safe mode, which "
                            "fer_keras always uses; rebuild the model without Lambda layers") from None
-        raise _unreadable(path, _short(exc)) from None
+        raise _unreadable(path, short_reason(exc)) from None
 
 
 def _unreadable(path, reason):
     return FerError(f"{path} is not a readable Keras model file (corrupt or truncated: {reason})")
 
 
-def _short(exc, limit=160):
+def short_reason(exc, limit=160):
     """The first line of an exception's message, at most `limit` characters."""
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -60,7 +61,7 @@ def load_savedmodel(path):
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:  # noqa: BLE001  (protobuf, tag and graph errors all mean a bad folder)
-        raise FerError(f"{path} is not a readable SavedModel (corrupt or truncated: {_short(exc)})") from None
+        raise FerError(f"{path} is not a readable SavedModel (corrupt or truncated: {short_reason(exc)})") from None
     serve = loaded.signatures.get(SERVING_SIGNATURE)
     if serve is None or not _serves_faces(serve):
         found = ", ".join(f"{name}({', '.join(sig.structured_input_signature[1])})"
@@ -86,3 +87,42 @@ def _serves_faces(signature):
 def is_savedmodel(path):
     """Whether `path` is a SavedModel folder."""
     return (Path(path) / "saved_model.pb").exists()
+
+
+def float32_model(model):
+    """`model` itself when every layer computes in float32, else a float32 copy with the same weights.
+
+    A model trained under `mixed_bfloat16` computes in bfloat16: slow on CPUs without it, and rejected
+    by the TFLite converter. The copy computes the same function in float32 (the weights were float32
+    variables all along); the shipped models and every TFLite variant are made from it.
+    """
+    config = model.get_config()
+    if not _set_float32(config):
+        return model
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")  # sublayers built inside custom layers
+    try:
+        copy = type(model).from_config(config)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _set_float32(config):
+    """Make every mixed dtype policy in a (nested) model config float32; whether any was changed."""
+    changed = False
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and str(config.get("config", {}).get("name")).startswith("mixed_"):
+            config["config"]["name"] = "float32"
+            return True
+        for key, value in config.items():
+            if key == "dtype" and isinstance(value, str) and value.startswith("mixed_"):
+                config[key] = "float32"
+                changed = True
+            else:
+                changed |= _set_float32(value)
+    elif isinstance(config, list):
+        for value in config:
+            changed |= _set_float32(value)
+    return changed

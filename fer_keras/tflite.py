@@ -27,6 +27,7 @@ import tensorflow as tf
 from fer_keras.constants import IMAGE_SHAPE, NUM_CLASSES
 from fer_keras.errors import FerError
 from fer_keras.io import atomic_path, check_output
+from fer_keras.saving import float32_model, short_reason
 
 QUANTIZATIONS = ("none", "float16", "int8")
 SIGNATURE = "serving_default"
@@ -49,45 +50,6 @@ def _check_quantize(quantize):
 
 
 # --- conversion ---------------------------------------------------------------------------------
-
-def float32_model(model):
-    """`model` itself when every layer computes in float32, else a float32 copy with the same weights.
-
-    A model trained under `mixed_bfloat16` computes in bfloat16, whose ops the TFLite converter rejects
-    (they are not TFLite builtins); the copy computes the same function in float32 (the weights were
-    float32 variables all along), which every variant, int8 included, is then converted from.
-    """
-    config = model.get_config()
-    if not _set_float32(config):
-        return model
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")  # sublayers built inside custom layers
-    try:
-        copy = type(model).from_config(config)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
-def _set_float32(config):
-    """Make every mixed dtype policy in a (nested) model config float32; whether any was changed."""
-    changed = False
-    if isinstance(config, dict):
-        if config.get("class_name") == "DTypePolicy" and str(config.get("config", {}).get("name")).startswith("mixed_"):
-            config["config"]["name"] = "float32"
-            return True
-        for key, value in config.items():
-            if key == "dtype" and isinstance(value, str) and value.startswith("mixed_"):
-                config[key] = "float32"
-                changed = True
-            else:
-                changed |= _set_float32(value)
-    elif isinstance(config, list):
-        for value in config:
-            changed |= _set_float32(value)
-    return changed
-
 
 def convert(model, quantize="none", calibration=None):
     """The `.tflite` file's bytes for a Keras model (0-255 faces in, logits out).
@@ -120,7 +82,7 @@ def convert(model, quantize="none", calibration=None):
         try:
             return converter.convert()
         except Exception as exc:  # noqa: BLE001  (ConverterError and friends: ops TFLite lacks)
-            raise FerError(f"cannot convert {model.name} to TFLite ({quantize}): {_short(exc)}") from None
+            raise FerError(f"cannot convert {model.name} to TFLite ({quantize}): {short_reason(exc)}") from None
 
 
 def export_tflite(model, out_dir, quantize="none", calibration=None):
@@ -187,7 +149,7 @@ def load_tflite(path, num_threads=None):
         interpreter = interpreter_class()(model_content=content, num_threads=num_threads)
         signatures = interpreter.get_signature_list()
     except Exception as exc:  # noqa: BLE001  (the flatbuffer verifier and op resolver raise ValueError/RuntimeError)
-        raise _unreadable(path, _short(exc)) from None
+        raise _unreadable(path, short_reason(exc)) from None
     found = signatures.get(SIGNATURE, {})
     if found.get("inputs") != [INPUT_NAME] or found.get("outputs") != [OUTPUT_NAME]:
         shown = ", ".join(f"{name}({', '.join(sig['inputs'])})" for name, sig in signatures.items()) or "none"
@@ -233,9 +195,3 @@ class _Predictor:
 
 def _unreadable(path, reason):
     return FerError(f"{path} is not a readable TFLite model (corrupt or truncated: {reason})")
-
-
-def _short(exc, limit=160):
-    """The first line of an exception's message, at most `limit` characters."""
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -17,7 +17,7 @@ from fer_keras.errors import FerError
 from fer_keras.models import build_model
 from fer_keras.models.common import image_input, logits
 from fer_keras.predict import load_predictor
-from fer_keras.saving import load_keras_model
+from fer_keras.saving import float32_model, load_keras_model
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def runs(tmp_path_factory):
         found[precision] = {
             "run": run,
             "keras": tf.nn.softmax(tf.cast(model(faces, training=False), tf.float32)).numpy(),
-            "float32": tf.nn.softmax(tflite.float32_model(model)(faces, training=False)).numpy(),
+            "float32": tf.nn.softmax(float32_model(model)(faces, training=False)).numpy(),
         }
     return {"faces": faces, **found}
 

@@ -102,14 +102,14 @@ def _top_level_split(text):
     return [p for p in parts if p]
 
 
-def search_state(args, space):
+def search_state(name, space, *, tuner, max_epochs, objective="val_accuracy", factor=None):
     """What identifies a search: resuming with anything else would mix two searches."""
     return {
-        "search": args.search,
-        "tuner": args.tuner,
-        "objective": args.objective,
-        "max_epochs": args.max_epochs,
-        "factor": args.factor if args.tuner == "hyperband" else None,
+        "search": name,
+        "tuner": tuner,
+        "objective": objective,
+        "max_epochs": max_epochs,
+        "factor": factor if tuner == "hyperband" else None,
         "space": space.to_json(),
     }
 
@@ -165,7 +165,8 @@ def run_search(args):
     check_args(args)
     base = base_config(args)
     space = SearchSpace(base, models=args.models, only=args.only, grid=parse_grid(args.grid))
-    state = search_state(args, space)
+    state = search_state(args.search, space, tuner=args.tuner, max_epochs=args.max_epochs, objective=args.objective,
+                         factor=args.factor)
     if args.dry_run:
         print(json.dumps({k: v for k, v in state.items() if k != "space"} | {"dims": state["space"]["dims"]}, indent=2))
         return None

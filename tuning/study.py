@@ -13,6 +13,7 @@ either `variants` (named config layers, e.g. a network with its own recipe) or a
 values. A variant or grid value resolves over `base` like flags over a config file.
 """
 
+import math
 import re
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from fer_keras import config as config_lib
 from fer_keras.cli import ArgumentParser, user_errors
 from fer_keras.compare import compare
 from fer_keras.errors import FerError
-from tuning.search import search_space
+from tuning.search import search_space, search_state
 from tuning.spaces import VariantSpace
 
 STUDIES_DIR = Path(__file__).resolve().parent / "studies"
@@ -80,8 +81,9 @@ def run_study(study, *, out, budget="quick", repeats=1, overrides=None, only=Non
     for series in names:
         space = series_space(study, series, budget, repeats, overrides or {})
         state = {"study": study["name"], "budget": budget, "repeats": repeats,
-                 **search_state_for(series, space, epochs)}
-        print(f"study {study['name']}, series {series}: {_count(space)} runs of {epochs} epochs ({budget} budget)")
+                 **search_state(series, space, tuner="grid", max_epochs=epochs)}
+        runs = math.prod(len(dim.args["values"]) for dim in space.dims.values())
+        print(f"study {study['name']}, series {series}: {runs} runs of {epochs} epochs ({budget} budget)")
         rows = search_space(space, state, out, series, tuner="grid", max_epochs=epochs,
                             wandb_group=f"{study['name']}/{series}")
         if rows is None:
@@ -92,19 +94,6 @@ def run_study(study, *, out, budget="quick", repeats=1, overrides=None, only=Non
         print(f"study {study['name']}: comparisons in {out}/*/comparison and {out / 'comparison'}")
         return out
     return None
-
-
-def search_state_for(series, space, epochs):
-    """What identifies a series' search (resuming with other settings is refused)."""
-    return {"search": series, "tuner": "grid", "objective": "val_accuracy", "max_epochs": epochs, "factor": None,
-            "space": space.to_json()}
-
-
-def _count(space):
-    total = 1
-    for dim in space.dims.values():
-        total *= len(dim.args["values"])
-    return total
 
 
 def _first_lines(path):

@@ -6,7 +6,6 @@ import shlex
 import sys
 from pathlib import Path
 
-import keras
 
 from fer_keras import pretrained
 from fer_keras.cli import ArgumentParser, user_errors
@@ -38,19 +37,6 @@ def format_card(name, card):
     return "\n".join(lines)
 
 
-def float32_copy(model_file, cfg):
-    """The run's best model rebuilt under the float32 policy (bf16 runs keep float32 weights anyway),
-    so it predicts at full speed on CPUs without bfloat16 support."""
-    from fer_keras.models import build_model
-    from fer_keras.saving import load_keras_model
-
-    trained = load_keras_model(model_file)
-    keras.mixed_precision.set_global_policy("float32")
-    model = build_model(cfg["model"], **cfg["model_args"])
-    model.set_weights(trained.get_weights())
-    return model
-
-
 def add(run_dir, name, command, description, data=None, shipped_by=None,
         machine="2-core CPU (AVX512-BF16, no GPU)"):
     """Ship the best checkpoint of finished run `run_dir` as `name`, with its card; return the card.
@@ -58,14 +44,15 @@ def add(run_dir, name, command, description, data=None, shipped_by=None,
     from fer_keras.data import default_data
     from fer_keras.evaluate import accuracy_with_tta
     from fer_keras.runner import CONFIG_FILE, METRICS_FILE
-    from fer_keras.saving import MODEL_FILE
+    from fer_keras.saving import MODEL_FILE, float32_model, load_keras_model
 
     run_dir = Path(run_dir)
     if not (run_dir / METRICS_FILE).exists():
         raise FerError(f"{run_dir} is not a finished run folder (no {METRICS_FILE})")
     cfg = json.loads((run_dir / CONFIG_FILE).read_text())
     metrics = json.loads((run_dir / METRICS_FILE).read_text())
-    model = float32_copy(run_dir / MODEL_FILE, cfg)
+    # float32 weights either way; float32 compute runs fast on CPUs without bfloat16
+    model = float32_model(load_keras_model(run_dir / MODEL_FILE))
     target = pretrained.HERE / f"{name}.keras"
     with atomic_path(target) as tmp:
         model.save(tmp)
