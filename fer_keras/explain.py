@@ -75,11 +75,12 @@ def grad_cam(model, images, layer=None):
     x = tf.convert_to_tensor(images, tf.float32)
     with tf.GradientTape() as tape:
         features, logits = grad_model(x, training=False)
-        features = tf.cast(features, tf.float32)
         logits = tf.cast(logits, tf.float32)
         predicted = tf.argmax(logits, axis=-1)
         score = tf.gather(logits, predicted, batch_dims=1)
-    grads = tape.gradient(score, features)
+    # Differentiate with respect to the layer's own output (bfloat16 under mixed precision), then cast.
+    grads = tf.cast(tape.gradient(score, features), tf.float32)
+    features = tf.cast(features, tf.float32)
     weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
     cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1, keepdims=True))
     cam = tf.image.resize(cam, (IMAGE_SIZE, IMAGE_SIZE))[..., 0]

@@ -146,7 +146,7 @@ def _stop_if_diverged(history, run_dir, cfg):
 
 def _record(cfg, run_dir, splits, run):
     """Evaluate the best checkpoint on every split and write the run's record (report, plots,
-    SavedModel, W&B summary, metrics.json last); return metrics.json's content."""
+    SavedModel, W&B summary, samples and Grad-CAM, metrics.json last); return metrics.json's content."""
     start = time.perf_counter()
     model_path = run_dir / MODEL_FILE
     model = load_keras_model(model_path)
@@ -170,6 +170,7 @@ def _record(cfg, run_dir, splits, run):
         export_savedmodel(model, run_dir / SAVEDMODEL_DIR, model_name=cfg["model"])
     extra["wall_time"] = extra["train_time"] + time.perf_counter() - start
     tracking.log_results(run, results, model_path=model_path, extra=extra)
+    tracking.log_trained_model(run, model, splits)
     metrics = write_evaluation(run_dir, results, extra)
     _print_summary(run_dir, metrics, extra)
     return metrics

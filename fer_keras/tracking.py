@@ -1,11 +1,17 @@
 """Weights & Biases tracking of a run; a failure inside W&B prints a warning and never stops training.
 
+A training run logs its config, per-epoch metrics (with the train-validation gap), evaluation, model
+summary, a Table of sample faces with their predictions and Grad-CAM overlays; `log_comparison` logs
+a study's comparisons as short runs of their own.
+
 Offline runs (no API key, or `--wandb offline`) are written under the run folder, or under
 `$WANDB_DIR`, and can be uploaded later with `wandb sync`; the tests read one back with
 `read_offline_run` in tests/wandb_offline.py.
 """
 
 import functools
+import html
+import itertools
 import os
 import re
 import sys
@@ -14,13 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_keras.constants import CLASS_NAMES
+from fer_keras.constants import CLASS_NAMES, NUM_CLASSES
 from fer_keras.io import write_text
 
 # wandb is imported inside the guarded functions: even a broken install must not stop training.
 
 MODES = ("auto", "online", "offline", "disabled")
 ID_FILE = "wandb_id.txt"
+SAMPLE_FACES = 32  # rows of the "samples" table
+GRAD_CAM_FACES = 8  # the first faces of that table, explained
 
 
 def _guarded(default=None):
@@ -116,17 +124,28 @@ def _run_id(run_dir):
 
 @_guarded()
 def metrics_logger(run):
-    """Keras callback logging every epoch's metrics and learning rate to `run`, or None."""
+    """Keras callback logging every epoch's metrics, learning rate and train-validation gap to `run`,
+    or None."""
     if run is None:
         return None
     from wandb.integration.keras import WandbMetricsLogger
 
     class GuardedMetricsLogger(WandbMetricsLogger):
-        """WandbMetricsLogger whose W&B errors cannot stop `fit`."""
+        """WandbMetricsLogger adding `train_val_gap` to each epoch; its W&B errors cannot stop `fit`."""
 
-        on_epoch_end = _guarded()(WandbMetricsLogger.on_epoch_end)
+        @_guarded()
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, _with_gap(logs))
 
     return GuardedMetricsLogger(log_freq="epoch")
+
+
+def _with_gap(logs):
+    """A copy of an epoch's logs plus `train_val_gap` (accuracy - val_accuracy) when both are there."""
+    logs = dict(logs or {})
+    if "accuracy" in logs and "val_accuracy" in logs:
+        logs["train_val_gap"] = float(logs["accuracy"]) - float(logs["val_accuracy"])
+    return logs
 
 
 @_guarded()
@@ -171,6 +190,127 @@ def _confusion_chart(cm, split):
         y_true=true.tolist(), preds=pred.tolist(), class_names=list(CLASS_NAMES),
         title=f"Confusion matrix: {split}",
     )
+
+
+def log_trained_model(run, model, splits):
+    """Everything `run` shows of a trained `model`: its summary, sample predictions, Grad-CAM."""
+    log_model_summary(run, model)
+    log_samples(run, model, splits)
+    log_grad_cam(run, model, splits)
+
+
+@_guarded()
+def log_model_summary(run, model):
+    """Log the Keras `model.summary()` text as an HTML panel "model_summary", parameter counts in the
+    run summary."""
+    if run is None:
+        return
+    import wandb
+
+    lines = []
+    model.summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    run.summary.update({"params": int(model.count_params()), "trainable_params": trainable})
+    run.log({"model_summary": wandb.Html(f"<pre>{html.escape(text)}</pre>")})
+
+
+@_guarded()
+def log_samples(run, model, splits, n=SAMPLE_FACES):
+    """Log a Table "samples" of `n` held-out faces (`showcase_faces`): image, true and predicted
+    label, confidence, correct."""
+    if run is None:
+        return
+    import wandb
+
+    from fer_keras.predict import keras_predictor
+
+    faces, source = showcase_faces(splits, n)
+    probs = keras_predictor(model)(faces.images.astype(np.float32))
+    table = wandb.Table(columns=["image", "true", "predicted", "confidence", "correct"])
+    for image, label, p in zip(faces.images, faces.labels, probs):
+        pred = int(p.argmax())
+        table.add_data(wandb.Image(image[..., 0]), CLASS_NAMES[label], CLASS_NAMES[pred], float(p[pred]),
+                       bool(pred == label))
+    run.summary["samples_from"] = source
+    run.log({"samples": table})
+
+
+@_guarded()
+def log_grad_cam(run, model, splits, n=GRAD_CAM_FACES):
+    """Log "grad_cam": Grad-CAM overlays of the first `n` showcase faces, captioned "true / pred";
+    models without a convolutional feature map are skipped."""
+    if run is None:
+        return
+    import wandb
+
+    from fer_keras.explain import feature_layers, grad_cam
+
+    if not feature_layers(model):
+        return
+    faces, _ = showcase_faces(splits, n)
+    heatmaps, probs = grad_cam(model, faces.images)
+    run.log({"grad_cam": [
+        wandb.Image(_overlay(face, heat), caption=f"{CLASS_NAMES[label]} / {CLASS_NAMES[p.argmax()]}")
+        for face, heat, label, p in zip(faces.images, heatmaps, faces.labels, probs)
+    ]})
+
+
+def _overlay(face, heatmap, alpha=0.45):
+    """An RGB uint8 image: the grey face under its heat map in the jet colour map."""
+    from matplotlib import colormaps
+
+    grey = np.repeat(face.astype(np.float32) / 255, 3, axis=-1)
+    return np.uint8(255 * ((1 - alpha) * grey + alpha * colormaps["jet"](heatmap)[..., :3]))
+
+
+def showcase_faces(splits, n, seed=0):
+    """The faces every run of a project shows, and where they come from: `n` PublicTest faces (the
+    split holding them), else test, else val; seeded, classes in turn so rare ones show too."""
+    for data in (splits.get("val"), splits.get("test")):
+        if data is not None and data.usage is not None and (data.usage == "PublicTest").any():
+            data, source = data.subset(np.flatnonzero(data.usage == "PublicTest")), "PublicTest"
+            break
+    else:
+        source = "test" if "test" in splits else "val"
+        data = splits[source]
+    return data.subset(_classes_in_turn(data.labels, n, seed)), source
+
+
+def _classes_in_turn(labels, n, seed):
+    """Indices of up to `n` rows: one of each class in turn, each class's rows in a seeded order."""
+    rng = np.random.default_rng(seed)
+    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in range(NUM_CLASSES)]
+    order = [i for rank in itertools.zip_longest(*per_class) for i in rank if i is not None]
+    return np.array(order[:n], dtype=np.int64)
+
+
+@_guarded()
+def log_comparison(out, *, study, series=None, mode="auto", project=None):
+    """Log the comparison `fer_keras.compare.compare` wrote in `out` as a short W&B run (job_type
+    "compare", group `study`): Tables "comparison" (and "comparison_over_seeds"), its plots as images."""
+    import pandas as pd
+    import wandb
+
+    mode = resolve_mode(mode)
+    if mode == "disabled":
+        return
+    out = Path(out)
+    run = wandb.init(
+        mode=mode, dir=None if os.environ.get("WANDB_DIR") else out, project=project or "fer_keras",
+        group=study, job_type="compare", name=f"{study}/{series or 'all'} comparison",
+        tags=[study, "comparison"], reinit="finish_previous",
+    )
+    exit_code = 1
+    try:
+        logged = {name: wandb.Table(dataframe=pd.read_csv(out / f"{name}.csv"))
+                  for name in ("comparison", "comparison_over_seeds") if (out / f"{name}.csv").exists()}
+        logged.update({name: wandb.Image(str(out / f"{name}.png"))
+                       for name in ("curves", "per_class") if (out / f"{name}.png").exists()})
+        run.log(logged)
+        exit_code = 0
+    finally:
+        finish(run, exit_code)
 
 
 @_guarded()

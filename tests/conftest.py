@@ -39,16 +39,19 @@ def _session_environment(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FER_KERAS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
         mp.setenv("WANDB_DIR", str(tmp_path_factory.getbasetemp() / "wandb"))
+        mp.setenv("WANDB_DATA_DIR", str(tmp_path_factory.getbasetemp() / "wandb_data"))
         yield
 
 
 @pytest.fixture(autouse=True)
 def _test_environment(tmp_path_factory, monkeypatch):
     """The environment of every test and of the processes it starts: the decode cache and W&B files
-    out of the user's home, this checkout importable, no cluster from the caller's TF_CONFIG, and
-    no FER2013_CSV (which would make every run without --data train on the real set)."""
+    (with the artifacts W&B stages for `wandb sync`) out of the user's home, this checkout
+    importable, no cluster from the caller's TF_CONFIG, and no FER2013_CSV (which would make every
+    run without --data train on the real set)."""
     monkeypatch.setenv("FER_KERAS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.setenv("WANDB_DIR", str(tmp_path_factory.getbasetemp() / "wandb"))
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path_factory.getbasetemp() / "wandb_data"))
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.delenv("FER2013_CSV", raising=False)

@@ -30,13 +30,18 @@ def test_grad_cam_for_every_architecture(name):
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_grad_cam_highlights_the_evidence():
-    """A model whose only evidence is bright pixels: the heat map must sit on the bright square."""
-    inputs, x = image_input()
-    x = keras.layers.Conv2D(1, 1, activation="relu", kernel_initializer="ones", name="features")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = logits(x)
-    model = keras.Model(inputs, outputs)
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_grad_cam_highlights_the_evidence(precision):
+    """A model whose only evidence is bright pixels: the heat map must sit on the bright square, also
+    when the feature map is bfloat16 (mixed precision)."""
+    keras.config.set_dtype_policy(precision)
+    try:
+        inputs, x = image_input()
+        x = keras.layers.Conv2D(1, 1, activation="relu", kernel_initializer="ones", name="features")(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        model = keras.Model(inputs, logits(x))
+    finally:
+        keras.config.set_dtype_policy("float32")
     model.get_layer("logits").set_weights([np.eye(1, 7, dtype="float32"), np.zeros(7, "float32")])
     face = np.zeros((1, 48, 48, 1), np.uint8)
     face[0, 8:20, 28:40] = 255

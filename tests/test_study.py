@@ -1,10 +1,13 @@
 """Studies: a study file's series as grid searches over variants and seeds, compared per series and
-overall, resumed after a kill without retraining a finished variant."""
+overall, resumed after a kill without retraining a finished variant, and run by a chief and two
+workers."""
 
 import csv
 import itertools
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,8 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fer_keras.data import default_data, load_fer2013
 from fer_keras.errors import FerError
 from tuning import study as study_lib
+from tuning.summary import load_trials
+from tuning.tuner import RUN_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = {
@@ -23,7 +29,8 @@ MINI = {
     "base": {"model": "tiny_cnn", "model_args": {"widths": [8]}, "batch_size": 32, "wandb": "disabled"},
     "budgets": {"quick": {"epochs": 1, "limit": 300}, "full": {"epochs": 2, "limit": 600}},
     "series": {
-        "architecture": {"variants": {"tiny": {}, "simple": {"model": "simple_cnn", "learning_rate": 3e-3}}},
+        "architecture": {"variants": {"tiny": {}, "simple": {"model": "simple_cnn", "learning_rate": 3e-3}},
+                         "reported": {"tiny": 57.5, "simple": "overfit"}},
         "lr": {"grid": {"learning_rate": [1e-3, 3e-3]}},
     },
 }
@@ -45,6 +52,8 @@ def rows(path):
     ({"series": {"a b": {"grid": {"seed": [1]}}}}, "series 'a b' must be a name"),
     ({"series": {"x": {"variants": {"a": {}}, "extra": 1}}}, "series 'x' must be"),
     ({"serie": {}}, "unknown keys serie"),
+    ({"series": {"lr": {"grid": {"learning_rate": [1e-3]}, "reported": {0.01: 50}}}},
+     "series lr reports settings it does not run: 0.01 \\(it runs 0.001\\)"),
 ])
 def test_bad_study_files_say_what_is_wrong(tmp_path, change, message):
     with pytest.raises(FerError, match=message):
@@ -121,6 +130,19 @@ def test_a_study_runs_every_series_compares_them_and_resumes(tmp_path, capsys):
     assert len(rows(out / "comparison" / "comparison.csv")) == 8  # every run of the study
     for name in ("curves.png", "per_class.png"):
         assert (out / "comparison" / name).stat().st_size > 1000
+    claims = {(r["series"], r["setting"]): r for r in rows(out / "claims.csv")}
+    assert sorted(claims) == [("architecture", "simple"), ("architecture", "tiny"), ("lr", "0.001"),
+                              ("lr", "0.003")]
+    assert (claims["architecture", "tiny"]["reported"], claims["architecture", "simple"]["reported"]) == (
+        "57.50%", "overfit")
+    tiny = [float(r["test_accuracy"]) * 100 for r in arch if r["variant"] == "tiny"]
+    mean, std = claims["architecture", "tiny"]["test_accuracy"].split(" ± ")
+    assert float(mean) == pytest.approx(sum(tiny) / 2, abs=0.01) and claims["lr", "0.001"]["runs"] == "2"
+    assert "57.50%" in (out / "claims.md").read_text()
+    assert study_lib.main(["publish", str(out), "--out", str(tmp_path / "shared")]) == 0
+    shared = sorted(str(p.relative_to(tmp_path / "shared" / "mini")) for p in (tmp_path / "shared").rglob("*.*"))
+    assert "claims.md" in shared and "architecture/comparison/curves.png" in shared
+    assert all(p.split("/")[-1].rsplit(".")[-1] in ("md", "csv", "png") and "trial_" not in p for p in shared)
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/trial_*/metrics.json")}
     assert len(stamps) == 8
     capsys.readouterr()
@@ -153,3 +175,61 @@ def test_a_killed_study_reruns_no_finished_variant(tmp_path):
     assert len(list(series.glob("trial_*/metrics.json"))) == 3
     configs = [json.loads(p.read_text())["learning_rate"] for p in series.glob("trial_*/config.json")]
     assert sorted(configs) == [1e-3, 2e-3, 3e-3]
+
+
+def free_port_run(n):
+    """The first of `n` consecutive TCP ports on 127.0.0.1, all free a moment ago (a distributed study
+    serves its series i on the chief's port + i)."""
+    while True:
+        sockets = [socket.socket() for _ in range(n)]
+        try:
+            sockets[0].bind(("127.0.0.1", 0))
+            port = sockets[0].getsockname()[1]
+            for offset, s in enumerate(sockets[1:], 1):
+                s.bind(("127.0.0.1", port + offset))
+            return port
+        except (OSError, OverflowError):
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+
+
+@pytest.mark.slow
+def test_a_distributed_study_with_a_chief_and_two_workers(tmp_path):
+    """Both series of MINI, one after the other, by two workers; the chief serves each series' oracle
+    (series i on its port + i) and writes the comparisons."""
+    load_fer2013(default_data())  # decode cache ready before three processes read it
+    port = free_port_run(len(MINI["series"]))
+    command = [sys.executable, "-m", "tuning.study", "run", str(write_study(tmp_path)), "--out", str(tmp_path / "out")]
+    env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
+    procs, logs = {}, {}
+    try:
+        for tuner_id in ("chief", "worker0", "worker1"):
+            logs[tuner_id] = tmp_path / f"{tuner_id}.out"
+            with open(logs[tuner_id], "w") as stdout, open(tmp_path / f"{tuner_id}.err", "w") as stderr:
+                procs[tuner_id] = subprocess.Popen(command, cwd=REPO, stdout=stdout, stderr=stderr,
+                                                   env={**env, "KERASTUNER_TUNER_ID": tuner_id})
+        for tuner_id in ("worker0", "worker1", "chief"):
+            code = procs[tuner_id].wait(timeout=300)
+            assert code == 0, (tmp_path / f"{tuner_id}.err").read_text()[-3000:]
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    out = tmp_path / "out" / "mini"
+    ran = {tuner_id: sum(" runs on tuner " in line for line in logs[tuner_id].read_text().splitlines())
+           for tuner_id in logs}
+    assert ran["chief"] == 0 and ran["worker0"] + ran["worker1"] == 4  # every run once, none on the chief
+    for series in MINI["series"]:
+        trials = load_trials(out / series)
+        assert len(trials) == 2 and all(t.status == "COMPLETED" for t in trials.values())
+        for trial_id in trials:
+            run = json.loads((out / series / f"trial_{trial_id}" / RUN_FILE).read_text())
+            assert run["tuner_id"] in ("worker0", "worker1")
+        assert len(rows(out / series / "comparison" / "comparison.csv")) == 2
+    assert len(rows(out / "comparison" / "comparison.csv")) == 4
+    written = [tuner_id for tuner_id in logs if f"comparisons in {out}" in logs[tuner_id].read_text()]
+    assert written == ["chief"]  # the workers leave the comparisons to the chief

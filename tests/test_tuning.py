@@ -284,7 +284,7 @@ def test_distributed_search_with_a_chief_and_two_workers(tmp_path, free_ports):
             with open(logs[tuner_id], "w") as stdout, open(tmp_path / f"{tuner_id}.err", "w") as stderr:
                 procs[tuner_id] = subprocess.Popen(command, cwd=REPO, stdout=stdout, stderr=stderr,
                                                    env={**env, "KERASTUNER_TUNER_ID": tuner_id})
-        for tuner_id in ("worker0", "worker1", "chief"):  # the chief polls for the end every 20 s
+        for tuner_id in ("worker0", "worker1", "chief"):
             code = procs[tuner_id].wait(timeout=300)
             assert code == 0, (tmp_path / f"{tuner_id}.err").read_text()[-3000:]
     finally:

@@ -1,4 +1,5 @@
-"""Read an offline W&B run back (config, history, summary) for tests and checks without a server.
+"""Read an offline W&B run back (config, history, summary, logged files and tables) for tests and
+checks without a server.
 
 The .wandb file is a LevelDB-style log of protobuf `Record`s
 (https://github.com/google/leveldb/blob/main/doc/log_format.md) in 32 KiB blocks; wandb 0.31 ships
@@ -26,11 +27,14 @@ def read_offline_run(path):
     `path`: a run folder (its wandb_id.txt names the run, looked up under the folder and
     $WANDB_DIR), an offline-run-* folder or a .wandb file. A resumed run's files are merged.
     Returns {"id", "project", "name", "group", "job_type", "tags", "config", "history" (one dict
-    per logged step), "summary", "artifacts" (name, type, aliases)}.
+    per logged step), "summary", "artifacts" (name, type, aliases, client_id, files: {path: staged
+    local file}), "files" (the runs' folders of logged media)}; `read_table` and `logged_file` open
+    what a logged value points to.
     """
     run = {"id": None, "project": None, "name": None, "group": None, "job_type": None, "tags": [],
-           "config": {}, "history": [], "summary": {}, "artifacts": []}
+           "config": {}, "history": [], "summary": {}, "artifacts": [], "files": []}
     for wandb_file in _wandb_files(Path(path)):
+        run["files"].append(wandb_file.parent / "files")
         for record in _records(wandb_file):
             _apply(run, record)
     run["config"].pop("_wandb", None)
@@ -97,7 +101,9 @@ def _apply(run, record):
         run["history"].append(row)
     elif kind == "artifact":
         a = record.artifact
-        run["artifacts"].append({"name": a.name, "type": a.type, "aliases": list(a.aliases)})
+        run["artifacts"].append({"name": a.name, "type": a.type, "aliases": list(a.aliases),
+                                 "client_id": a.client_id,
+                                 "files": {e.path: Path(e.local_path) for e in a.manifest.contents}})
 
 
 def _update(target, updates, removes):
@@ -127,3 +133,35 @@ def _value(item):
     if kind == "json":
         return json.loads(item.json)
     return None if kind in (None, "none") else getattr(item, kind)
+
+
+def read_table(run, value):
+    """The rows of a logged Table (`value`: its history or summary entry) as dicts; an image cell
+    becomes the local path of its PNG.
+
+    A Table holding media is logged as a "run_table" artifact (staged, not in the run folder): its
+    entry's `artifact_path` names the artifact's client id and the table file.
+    """
+    artifact = None
+    if "artifact_path" in value:
+        client_id, name = value["artifact_path"].removeprefix("wandb-client-artifact://").split("/", 1)
+        artifact = next(a for a in run["artifacts"] if a["client_id"] == client_id)
+        table = json.loads(artifact["files"][name].read_text())
+    else:
+        table = json.loads(logged_file(run, value["path"]).read_text())
+    return [{column: _cell(run, cell, artifact) for column, cell in zip(table["columns"], row)}
+            for row in table["data"]]
+
+
+def _cell(run, cell, artifact):
+    if isinstance(cell, dict) and cell.get("_type") == "image-file":
+        return artifact["files"][cell["path"]] if artifact else logged_file(run, cell["path"])
+    return cell
+
+
+def logged_file(run, path):
+    """The local file of a media path the run logged (e.g. "media/images/x.png"), from its folders."""
+    found = [folder / path for folder in run["files"] if (folder / path).is_file()]
+    if not found:
+        raise FileNotFoundError(f"{path} is not among the files of run {run['id']}")
+    return found[-1]

@@ -201,7 +201,10 @@ def search_space(space, state, searches, name, *, tuner, max_epochs, objective="
             max_trials=max_trials, strategy=None if base["strategy"] == "default" else strategy, seed=base["seed"],
         )
         search.wandb_group = wandb_group
-        search.search(verbose=keras_verbosity())
+        if role == "chief":
+            distributed.serve(search, verbose=keras_verbosity())
+        else:
+            search.search(verbose=keras_verbosity())
         if role == "worker":
             print(f"{distributed.describe()}: no trials left")
             return None

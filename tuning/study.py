@@ -2,33 +2,44 @@
 
 `python -m tuning.study run FILE [--data PATH] [--budget quick|full] [--repeats N] [--out DIR]` runs
 every series of a study file (YAML) as a grid search in DIR/STUDY/SERIES (resumable and distributed
-like `tuning.search`), then compares each series' runs and all of them (`fer_keras.compare`).
+like `tuning.search`), then compares each series' runs and all of them (`fer_keras.compare`), and
+puts the project's reported figures beside the measured ones (DIR/STUDY/claims.md, `tuning.claims`).
 `--epochs N` and `--limit N` shrink the budget (a smoke test of a study: with no --data, on the
 synthetic set).
-`python -m tuning.study list` shows the shipped studies and their commands.
+`python -m tuning.study list` shows the shipped studies and their commands; `python -m tuning.study
+publish OUT/STUDY --out DIR` copies a study's claims and comparisons without its run folders.
 
 A study file holds `project` and `seed_file` (which original project it reproduces), `base` (config
 keys every run shares), `budgets` (`quick` and `full`: epochs and data limit) and `series`, each
 either `variants` (named config layers, e.g. a network with its own recipe) or a `grid` of exact
-values. A variant or grid value resolves over `base` like flags over a config file.
+values, and optionally `reported` (setting: the project's figure). A variant or grid value resolves
+over `base` like flags over a config file.
 """
 
+import itertools
 import math
 import re
+import shutil
 from pathlib import Path
 
 import yaml
 
 from fer_keras import config as config_lib
+from fer_keras import tracking
 from fer_keras.cli import ArgumentParser, user_errors
 from fer_keras.compare import compare
 from fer_keras.errors import FerError
+from fer_keras.io import atomic_path
+from tuning import distributed
+from tuning.claims import setting_label, write_claims
 from tuning.search import search_space, search_state
 from tuning.spaces import VariantSpace
 
 STUDIES_DIR = Path(__file__).resolve().parent / "studies"
 BUDGETS = ("quick", "full")
-FILE_KEYS = {"project", "seed_file", "description", "base", "budgets", "series"}
+FILE_KEYS = {"project", "seed_file", "description", "base", "budgets", "series", "reported_as"}
+SERIES_KEYS = {"variants", "grid", "reported"}
+PUBLISHED = {".md", ".csv", ".png"}
 
 
 def list_studies():
@@ -55,10 +66,24 @@ def load_study(path):
         raise FerError(f"study file {path} needs budgets quick and full, and at least one series")
     for name, series in study["series"].items():
         if not re.fullmatch(r"[A-Za-z0-9_-]+", str(name)) or not isinstance(series, dict) or \
-                set(series) - {"variants", "grid"} or not series:
+                set(series) - SERIES_KEYS or not set(series) & {"variants", "grid"}:
             raise FerError(f"study file {path}: series {name!r} must be a name of letters, digits, '-' and '_' "
-                           "holding `variants` (name: settings) and/or `grid` (key: [values])")
+                           "holding `variants` (name: settings) and/or `grid` (key: [values]), and optionally "
+                           "`reported` (setting: the project's figure)")
+        unknown = sorted(set(map(str, series.get("reported") or {})) - set(series_settings(series)))
+        if unknown:
+            raise FerError(f"study file {path}: series {name} reports settings it does not run: "
+                           f"{', '.join(unknown)} (it runs {', '.join(series_settings(series))})")
     return {**study, "name": path.stem, "path": str(path)}
+
+
+def series_settings(series):
+    """The settings of a series as `tuning.claims.setting_label` names its runs: variant (when there are
+    several) and grid values, joined by "/"."""
+    variants = list(series.get("variants") or {})
+    dims = [variants] if len(variants) > 1 else []
+    dims += [values for values in (series.get("grid") or {}).values()]
+    return [setting_label(dict(enumerate(combo))) for combo in itertools.product(*dims)]
 
 
 def series_space(study, series, budget, repeats, overrides):
@@ -78,22 +103,47 @@ def run_study(study, *, out, budget="quick", repeats=1, overrides=None, only=Non
     unknown = sorted(set(names) - set(study["series"]))
     if unknown:
         raise FerError(f"study {study['name']} has no series {', '.join(unknown)} (it has {', '.join(study['series'])})")
-    for series in names:
+    settings = {**(study.get("base") or {}), **(overrides or {})}
+    wandb_target = {"study": study["name"], "mode": settings.get("wandb", "auto"),
+                    "project": settings.get("wandb_project")}
+    for index, series in enumerate(names):
         space = series_space(study, series, budget, repeats, overrides or {})
         state = {"study": study["name"], "budget": budget, "repeats": repeats,
                  **search_state(series, space, tuner="grid", max_epochs=epochs)}
         runs = math.prod(len(dim.args["values"]) for dim in space.dims.values())
         print(f"study {study['name']}, series {series}: {runs} runs of {epochs} epochs ({budget} budget)")
-        rows = search_space(space, state, out, series, tuner="grid", max_epochs=epochs,
-                            wandb_group=f"{study['name']}/{series}")
+        with distributed.search_port(index):  # series i on the chief's port + i
+            rows = search_space(space, state, out, series, tuner="grid", max_epochs=epochs,
+                                wandb_group=f"{study['name']}/{series}")
         if rows is None:
             continue  # a worker: the chief compares
         compare([out / series], out / series / "comparison")
-    if all((out / s / "summary.csv").exists() for s in names):
+        tracking.log_comparison(out / series / "comparison", series=series, **wandb_target)
+    if distributed.role() != "worker":  # the chief (or a single process) compares, once
         compare([out / s for s in names], out / "comparison")
+        tracking.log_comparison(out / "comparison", **wandb_target)
+        write_claims(study, out)
         print(f"study {study['name']}: comparisons in {out}/*/comparison and {out / 'comparison'}")
         return out
     return None
+
+
+def publish(study_dir, out):
+    """Copy a study's results without its run folders (claims, every comparison's tables and plots)
+    into out/STUDY, the shareable part (benchmarks/results/studies holds the measured ones)."""
+    study_dir = Path(study_dir)
+    if not (study_dir / "claims.csv").exists():
+        raise FerError(f"{study_dir} holds no finished study (no claims.csv): run the study first")
+    target = Path(out) / study_dir.name
+    files = [*study_dir.glob("claims.*"), *study_dir.glob("comparison/*.*"), *study_dir.glob("*/comparison/*.*")]
+    for path in files:
+        if path.suffix in PUBLISHED:
+            copy = target / path.relative_to(study_dir)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(copy) as tmp:
+                shutil.copyfile(path, tmp)
+    print(f"study {study_dir.name}: results in {target}")
+    return target
 
 
 def _first_lines(path):
@@ -121,7 +171,13 @@ def main(argv=None):
     run.add_argument("--epochs", type=int, help="epochs of every run instead of the budget's")
     run.add_argument("--limit", type=int, help="data rows of every run instead of the budget's limit")
     run.add_argument("--wandb", choices=config_lib.OPTIONS["wandb"].choices, help="W&B mode of the runs")
+    share = commands.add_parser("publish", help="copy a study's claims and comparisons, without its runs")
+    share.add_argument("study_dir", help="a study's results folder (OUT/STUDY of `run`)")
+    share.add_argument("--out", required=True, help="folder to copy into (as OUT/STUDY)")
     args = parser.parse_args(argv)
+    if args.command == "publish":
+        publish(args.study_dir, args.out)
+        return 0
     if args.command == "list":
         for path in list_studies():
             print(f"{path.stem}: " + "\n    ".join(_first_lines(path)) + "\n")
