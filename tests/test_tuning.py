@@ -18,6 +18,7 @@ from fer_keras.data import default_data, load_fer2013
 from fer_keras.errors import FerError
 from fer_keras.models import default_hparams, list_models
 from tuning import search, spaces
+from tuning import tuner as tuner_lib
 from tuning.summary import load_trials
 from tuning.tuner import RUN_FILE
 
@@ -336,6 +337,21 @@ def test_grid_refuses_what_it_cannot_vary(tmp_path, capsys, grid, message):
 
 
 @pytest.mark.slow
+def test_a_tuner_pauses_before_asking_again_after_getting_no_trial(tmp_path, monkeypatch):
+    """A distributed worker told "no trial yet" (others finish the last ones) must not spin on the oracle."""
+    tuner = tuner_lib.make_tuner("grid", tuner_lib.FerHyperModel(_space(only=["learning_rate"]), 1),
+                                 directory=tmp_path, name="idle", max_trials=None)
+    naps = []
+    monkeypatch.setattr(tuner_lib.time, "sleep", naps.append)
+    tuner.pre_create_trial()
+    assert naps == []  # the first request
+    tuner.pre_create_trial()
+    assert naps == [tuner_lib.IDLE_WAIT]  # the request before got no trial
+    tuner.on_trial_begin(tuner.oracle.create_trial("tuner0"))
+    tuner.pre_create_trial()
+    assert naps == [tuner_lib.IDLE_WAIT]  # the request before got one
+
+
 def test_grid_search_trains_every_combination_once_and_resumes(tmp_path, capsys):
     args = [*TINY, "--tuner", "grid", "--grid", "learning_rate=1e-3,3e-3", "--grid", "model=tiny_cnn,simple_cnn",
             "--grid", "batch_size=32", "--max-epochs", "1", "--out", str(tmp_path), "--name", "g", "--wandb",

@@ -8,6 +8,7 @@ KerasTuner reloads, for Hyperband's continued trials and `get_best_models`.
 
 import functools
 import json
+import time
 from pathlib import Path
 
 import keras
@@ -24,6 +25,7 @@ from fer_keras.tracking import ID_FILE
 # kt.Objective with explicit directions: a bare "val_f1_score" would be minimised.
 OBJECTIVES = {name: kt.Objective(name, "max") for name in ("val_accuracy", "val_f1_score")}
 RUN_FILE = "run.json"  # per trial: which tuner ran it, its W&B run id and its searched values
+IDLE_WAIT = 1.0  # seconds a worker waits before asking an oracle that had no trial for it
 
 
 class FerHyperModel(kt.HyperModel):
@@ -68,6 +70,18 @@ class TrialRunner:
     """
 
     wandb_group = None  # the trials' W&B group; None: the search name (a study sets study/series)
+    _unanswered = 0  # trial requests since the last trial began
+
+    def pre_create_trial(self):
+        """Pause before asking again when the oracle answered the last request with no trial yet (a
+        worker while others finish a grid's last trials): KerasTuner would re-ask at once, spinning."""
+        if self._unanswered:
+            time.sleep(IDLE_WAIT)
+        self._unanswered += 1
+
+    def on_trial_begin(self, trial):
+        self._unanswered = 0
+        super().on_trial_begin(trial)
 
     def _populate_initial_space(self):
         """Declare the space without building a model: KerasTuner builds one to discover
