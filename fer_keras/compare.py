@@ -56,13 +56,21 @@ def _flat(cfg):
     return {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in flat.items()}
 
 
+def _searched(run):
+    """The values a search gave the run (a trial's run.json: `variant`, ...); {} for a plain run."""
+    path = run / SEARCHED_FILE
+    return json.loads(path.read_text()).get("values", {}) if path.exists() else {}
+
+
 def _settings(run):
-    """A run's flat config, with the values a search gave it (a trial's run.json: `variant`, ...)."""
-    settings = _flat(json.loads((run / CONFIG_FILE).read_text()))
-    searched = run / SEARCHED_FILE
-    if searched.exists():
-        settings.update(json.loads(searched.read_text()).get("values", {}))
-    return settings
+    """A run's flat config, with the values a search gave it."""
+    return {**_flat(json.loads((run / CONFIG_FILE).read_text())), **_searched(run)}
+
+
+def _plot_label(run, label):
+    """A run's name in the plots: its label, then the values a search gave it (e.g. "lr/trial_0001 0.001")."""
+    values = [str(v) for k, v in _searched(run).items() if k != "seed"]
+    return " ".join([label, "/".join(values)]) if values else label
 
 
 def comparison_table(runs):
@@ -156,7 +164,7 @@ def compare(paths, out):
         text += "\nMean and standard deviation over seeds:\n\n" + markdown_table(
             spread.to_dict("records"), list(spread.columns))
     write_text(out / "comparison.md", text)
-    labels = list(table["run"])
+    labels = [_plot_label(run, label) for run, label in zip(runs, table["run"])]
     plot_curves(runs, labels, out / "curves.png")
     if all("val" in json.loads((r / METRICS_FILE).read_text()) for r in runs):
         plot_per_class(runs, labels, out / "per_class.png")

@@ -4,7 +4,7 @@ import csv
 
 import pytest
 
-from fer_keras.compare import main
+from fer_keras.compare import _plot_label, main
 from fer_keras.train import main as train_main
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -56,3 +56,11 @@ def test_compare_refuses_a_folder_without_runs(tmp_path, capsys):
         main([str(tmp_path / "empty"), "--out", str(tmp_path / "x")])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'empty'}: no finished run in it")
+
+
+def test_plot_labels_name_what_a_search_gave_each_run(tmp_path):
+    trial = tmp_path / "lr" / "trial_0001"
+    trial.mkdir(parents=True)
+    (trial / "run.json").write_text('{"values": {"variant": "adam", "learning_rate": 0.001, "seed": 1}}')
+    assert _plot_label(trial, "lr/trial_0001") == "lr/trial_0001 adam/0.001"
+    assert _plot_label(tmp_path, "plain") == "plain"  # a plain run: no run.json
