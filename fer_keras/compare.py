@@ -56,7 +56,7 @@ def _flat(cfg):
     return {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in flat.items()}
 
 
-def _searched(run):
+def searched_values(run):
     """The values a search gave the run (a trial's run.json: `variant`, ...); {} for a plain run."""
     path = run / SEARCHED_FILE
     return json.loads(path.read_text()).get("values", {}) if path.exists() else {}
@@ -64,13 +64,19 @@ def _searched(run):
 
 def _settings(run):
     """A run's flat config, with the values a search gave it."""
-    return {**_flat(json.loads((run / CONFIG_FILE).read_text())), **_searched(run)}
+    return {**_flat(json.loads((run / CONFIG_FILE).read_text())), **searched_values(run)}
+
+
+def setting_label(values):
+    """A run's setting within its search or study series: the values it was given except the seed,
+    joined by "/" ("-" when none)."""
+    return "/".join(str(v) for k, v in values.items() if k != "seed") or "-"
 
 
 def _plot_label(run, label):
-    """A run's name in the plots: its label, then the values a search gave it (e.g. "lr/trial_0001 0.001")."""
-    values = [str(v) for k, v in _searched(run).items() if k != "seed"]
-    return " ".join([label, "/".join(values)]) if values else label
+    """A run's name in the plots: its label, then its setting (e.g. "lr/trial_0001 0.001")."""
+    setting = setting_label(searched_values(run))
+    return label if setting == "-" else f"{label} {setting}"
 
 
 def comparison_table(runs):

@@ -192,11 +192,16 @@ def _confusion_chart(cm, split):
     )
 
 
+@_guarded()
 def log_trained_model(run, model, splits):
-    """Everything `run` shows of a trained `model`: its summary, sample predictions, Grad-CAM."""
+    """Everything `run` shows of a trained `model`: its summary, and predictions and Grad-CAM on the
+    same showcase faces."""
+    if run is None:
+        return
     log_model_summary(run, model)
-    log_samples(run, model, splits)
-    log_grad_cam(run, model, splits)
+    faces, source = showcase_faces(splits, SAMPLE_FACES)
+    log_samples(run, model, faces, source)
+    log_grad_cam(run, model, faces.subset(np.arange(min(GRAD_CAM_FACES, len(faces)))))
 
 
 @_guarded()
@@ -207,25 +212,25 @@ def log_model_summary(run, model):
         return
     import wandb
 
+    from fer_keras.models.profile import count_trainable
+
     lines = []
     model.summary(print_fn=lines.append)
     text = "\n".join(lines)
-    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    run.summary.update({"params": int(model.count_params()), "trainable_params": trainable})
+    run.summary.update({"params": int(model.count_params()), "trainable_params": int(count_trainable(model))})
     run.log({"model_summary": wandb.Html(f"<pre>{html.escape(text)}</pre>")})
 
 
 @_guarded()
-def log_samples(run, model, splits, n=SAMPLE_FACES):
-    """Log a Table "samples" of `n` held-out faces (`showcase_faces`): image, true and predicted
-    label, confidence, correct."""
+def log_samples(run, model, faces, source):
+    """Log a Table "samples" of `faces` (from `showcase_faces`, taken from `source`): image, true and
+    predicted label, confidence, correct."""
     if run is None:
         return
     import wandb
 
     from fer_keras.predict import keras_predictor
 
-    faces, source = showcase_faces(splits, n)
     probs = keras_predictor(model)(faces.images.astype(np.float32))
     table = wandb.Table(columns=["image", "true", "predicted", "confidence", "correct"])
     for image, label, p in zip(faces.images, faces.labels, probs):
@@ -237,9 +242,9 @@ def log_samples(run, model, splits, n=SAMPLE_FACES):
 
 
 @_guarded()
-def log_grad_cam(run, model, splits, n=GRAD_CAM_FACES):
-    """Log "grad_cam": Grad-CAM overlays of the first `n` showcase faces, captioned "true / pred";
-    models without a convolutional feature map are skipped."""
+def log_grad_cam(run, model, faces):
+    """Log "grad_cam": Grad-CAM overlays of `faces`, captioned "true / pred"; models without a
+    convolutional feature map are skipped."""
     if run is None:
         return
     import wandb
@@ -248,7 +253,6 @@ def log_grad_cam(run, model, splits, n=GRAD_CAM_FACES):
 
     if not feature_layers(model):
         return
-    faces, _ = showcase_faces(splits, n)
     heatmaps, probs = grad_cam(model, faces.images)
     run.log({"grad_cam": [
         wandb.Image(_overlay(face, heat), caption=f"{CLASS_NAMES[label]} / {CLASS_NAMES[p.argmax()]}")

@@ -3,6 +3,8 @@
 import os
 import random
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +85,51 @@ def free_ports():
         return found
 
     return ports
+
+
+def _free_port_run(n):
+    """The first of `n` consecutive TCP ports on 127.0.0.1, all free a moment ago."""
+    while True:
+        sockets = [socket.socket() for _ in range(n)]
+        try:
+            sockets[0].bind(("127.0.0.1", 0))
+            port = sockets[0].getsockname()[1]
+            for offset, s in enumerate(sockets[1:], 1):
+                s.bind(("127.0.0.1", port + offset))
+            return port
+        except (OSError, OverflowError):
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+
+
+@pytest.fixture
+def kerastuner_cluster(tmp_path):
+    """A function running `python -m ARGS...` as a KerasTuner chief and workers worker0 and worker1 on
+    127.0.0.1, from a free port followed by `ports - 1` free ones (a study serves series i on port + i).
+    Every process must exit 0; returns each tuner id's standard output."""
+
+    def run(args, ports=1):
+        from fer_keras.data import default_data, load_fer2013
+
+        load_fer2013(default_data())  # decode cache ready before three processes read it
+        env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port_run(ports))}
+        procs, logs = {}, {}
+        try:
+            for tuner_id in ("chief", "worker0", "worker1"):
+                logs[tuner_id] = tmp_path / f"{tuner_id}.out"
+                with open(logs[tuner_id], "w") as stdout, open(tmp_path / f"{tuner_id}.err", "w") as stderr:
+                    procs[tuner_id] = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, stdout=stdout,
+                                                       stderr=stderr, env={**env, "KERASTUNER_TUNER_ID": tuner_id})
+            for tuner_id in ("worker0", "worker1", "chief"):
+                code = procs[tuner_id].wait(timeout=300)
+                assert code == 0, (tmp_path / f"{tuner_id}.err").read_text()[-3000:]
+        finally:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        return {tuner_id: log.read_text() for tuner_id, log in logs.items()}
+
+    return run

@@ -5,9 +5,7 @@ workers."""
 import csv
 import itertools
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +14,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fer_keras.data import default_data, load_fer2013
 from fer_keras.errors import FerError
 from tuning import study as study_lib
 from tuning.summary import load_trials
@@ -177,51 +174,14 @@ def test_a_killed_study_reruns_no_finished_variant(tmp_path):
     assert sorted(configs) == [1e-3, 2e-3, 3e-3]
 
 
-def free_port_run(n):
-    """The first of `n` consecutive TCP ports on 127.0.0.1, all free a moment ago (a distributed study
-    serves its series i on the chief's port + i)."""
-    while True:
-        sockets = [socket.socket() for _ in range(n)]
-        try:
-            sockets[0].bind(("127.0.0.1", 0))
-            port = sockets[0].getsockname()[1]
-            for offset, s in enumerate(sockets[1:], 1):
-                s.bind(("127.0.0.1", port + offset))
-            return port
-        except (OSError, OverflowError):
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-
-
 @pytest.mark.slow
-def test_a_distributed_study_with_a_chief_and_two_workers(tmp_path):
+def test_a_distributed_study_with_a_chief_and_two_workers(tmp_path, kerastuner_cluster):
     """Both series of MINI, one after the other, by two workers; the chief serves each series' oracle
     (series i on its port + i) and writes the comparisons."""
-    load_fer2013(default_data())  # decode cache ready before three processes read it
-    port = free_port_run(len(MINI["series"]))
-    command = [sys.executable, "-m", "tuning.study", "run", str(write_study(tmp_path)), "--out", str(tmp_path / "out")]
-    env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
-    procs, logs = {}, {}
-    try:
-        for tuner_id in ("chief", "worker0", "worker1"):
-            logs[tuner_id] = tmp_path / f"{tuner_id}.out"
-            with open(logs[tuner_id], "w") as stdout, open(tmp_path / f"{tuner_id}.err", "w") as stderr:
-                procs[tuner_id] = subprocess.Popen(command, cwd=REPO, stdout=stdout, stderr=stderr,
-                                                   env={**env, "KERASTUNER_TUNER_ID": tuner_id})
-        for tuner_id in ("worker0", "worker1", "chief"):
-            code = procs[tuner_id].wait(timeout=300)
-            assert code == 0, (tmp_path / f"{tuner_id}.err").read_text()[-3000:]
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
+    logs = kerastuner_cluster(["tuning.study", "run", str(write_study(tmp_path)), "--out", str(tmp_path / "out")],
+                              ports=len(MINI["series"]))
     out = tmp_path / "out" / "mini"
-    ran = {tuner_id: sum(" runs on tuner " in line for line in logs[tuner_id].read_text().splitlines())
-           for tuner_id in logs}
+    ran = {tuner_id: sum(" runs on tuner " in line for line in log.splitlines()) for tuner_id, log in logs.items()}
     assert ran["chief"] == 0 and ran["worker0"] + ran["worker1"] == 4  # every run once, none on the chief
     for series in MINI["series"]:
         trials = load_trials(out / series)
@@ -231,5 +191,5 @@ def test_a_distributed_study_with_a_chief_and_two_workers(tmp_path):
             assert run["tuner_id"] in ("worker0", "worker1")
         assert len(rows(out / series / "comparison" / "comparison.csv")) == 2
     assert len(rows(out / "comparison" / "comparison.csv")) == 4
-    written = [tuner_id for tuner_id in logs if f"comparisons in {out}" in logs[tuner_id].read_text()]
+    written = [tuner_id for tuner_id, log in logs.items() if f"comparisons in {out}" in log]
     assert written == ["chief"]  # the workers leave the comparisons to the chief

@@ -4,8 +4,6 @@ resume, one W&B run per trial) and a distributed search with a chief and two wor
 import csv
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import keras_tuner as kt
@@ -14,7 +12,6 @@ import pytest
 from fer_keras import config as config_lib
 from wandb_offline import read_offline_run
 from fer_keras import train as train_cli
-from fer_keras.data import default_data, load_fer2013
 from fer_keras.errors import FerError
 from fer_keras.models import default_hparams, list_models
 from tuning import search, spaces
@@ -272,34 +269,16 @@ def test_rerun_resumes_without_redoing_trials(hyperband_search, capsys):
 
 
 @pytest.mark.slow
-def test_distributed_search_with_a_chief_and_two_workers(tmp_path, free_ports):
-    load_fer2013(default_data())  # decode cache ready before three processes read it
-    out, (port,) = tmp_path / "searches", free_ports(1)
-    command = [sys.executable, "-m", "tuning.search", *TINY, "--tuner", "random", "--max-trials", "4",
-               "--max-epochs", "2", "--only", "learning_rate", "--out", str(out), "--name", "dist"]
-    env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
-    procs, logs = {}, {}
-    try:
-        for tuner_id in ("chief", "worker0", "worker1"):
-            logs[tuner_id] = tmp_path / f"{tuner_id}.out"
-            with open(logs[tuner_id], "w") as stdout, open(tmp_path / f"{tuner_id}.err", "w") as stderr:
-                procs[tuner_id] = subprocess.Popen(command, cwd=REPO, stdout=stdout, stderr=stderr,
-                                                   env={**env, "KERASTUNER_TUNER_ID": tuner_id})
-        for tuner_id in ("worker0", "worker1", "chief"):
-            code = procs[tuner_id].wait(timeout=300)
-            assert code == 0, (tmp_path / f"{tuner_id}.err").read_text()[-3000:]
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
+def test_distributed_search_with_a_chief_and_two_workers(tmp_path, kerastuner_cluster):
+    out = tmp_path / "searches"
+    logs = kerastuner_cluster(["tuning.search", *TINY, "--tuner", "random", "--max-trials", "4", "--max-epochs", "2",
+                               "--only", "learning_rate", "--out", str(out), "--name", "dist"])
     search_dir = out / "dist"
     trials = load_trials(search_dir)
     assert len(trials) == 4 and all(t.status == "COMPLETED" for t in trials.values())
-    claimed = {tuner_id: [line.split()[1] for line in logs[tuner_id].read_text().splitlines()
+    claimed = {tuner_id: [line.split()[1] for line in log.splitlines()
                           if line.startswith("trial ") and " runs on tuner " in line]
-               for tuner_id in logs}
+               for tuner_id, log in logs.items()}
     assert claimed["chief"] == []  # the chief only serves the oracle
     done = claimed["worker0"] + claimed["worker1"]
     assert sorted(done) == sorted(trials)  # every trial once, by a worker

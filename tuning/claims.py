@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fer_keras.compare import SEARCHED_FILE, find_runs
+from fer_keras.compare import find_runs, searched_values, setting_label
 from fer_keras.io import atomic_path, write_text
 from fer_keras.runner import CONFIG_FILE, METRICS_FILE
 from fer_keras.tables import markdown_table
@@ -21,16 +21,11 @@ COLUMNS = ("series", "setting", "reported", "val_accuracy", "test_accuracy", "tr
            "gap", "split", "runs", "minutes")
 
 
-def setting_label(values):
-    """A run's setting within its series: its searched values except the seed, joined by "/"."""
-    return "/".join(str(v) for k, v in values.items() if k != "seed") or "-"
-
-
 def series_claims(series_dir, reported):
     """One row per setting of the series in `series_dir`: its reported figure and measured scores."""
     settings, splits = {}, {}
     for run in find_runs([series_dir]):
-        label = setting_label(json.loads((run / SEARCHED_FILE).read_text()).get("values", {}))
+        label = setting_label(searched_values(run))
         settings.setdefault(label, []).append(json.loads((run / METRICS_FILE).read_text()))
         splits[label] = json.loads((run / CONFIG_FILE).read_text())["split"]
     reported = {str(k): v for k, v in (reported or {}).items()}

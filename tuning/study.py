@@ -27,11 +27,11 @@ import yaml
 from fer_keras import config as config_lib
 from fer_keras import tracking
 from fer_keras.cli import ArgumentParser, user_errors
-from fer_keras.compare import compare
+from fer_keras.compare import compare, setting_label
 from fer_keras.errors import FerError
 from fer_keras.io import atomic_path
 from tuning import distributed
-from tuning.claims import setting_label, write_claims
+from tuning.claims import write_claims
 from tuning.search import search_space, search_state
 from tuning.spaces import VariantSpace
 
@@ -78,8 +78,8 @@ def load_study(path):
 
 
 def series_settings(series):
-    """The settings of a series as `tuning.claims.setting_label` names its runs: variant (when there are
-    several) and grid values, joined by "/"."""
+    """The settings of a series as `fer_keras.compare.setting_label` names its runs: variant (when
+    there are several) and grid values, joined by "/"."""
     variants = list(series.get("variants") or {})
     dims = [variants] if len(variants) > 1 else []
     dims += [values for values in (series.get("grid") or {}).values()]
