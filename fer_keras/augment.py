@@ -38,6 +38,8 @@ _STRONG = {
 PRESET_KNOBS = {
     "none": {},
     "light": {"flip": True, "rotation_deg": 10, "brightness": 0.2, "contrast": 0.2},
+    # light plus shifts of up to 10% (whole pixels): the random-crop regulariser of the FER2013 papers.
+    "medium": {"flip": True, "rotation_deg": 10, "translation": 0.1, "brightness": 0.2, "contrast": 0.2},
     "strong": _STRONG,
     # The original projects' pipelines, with their limits and per-op probabilities.
     # "Slight" random rotation only, no flip or colour (project 001); +-10 degrees as project 002's

@@ -23,6 +23,7 @@ from fer_keras.distribute import STRATEGIES
 from fer_keras.errors import FerError
 from fer_keras.losses import LOSSES
 from fer_keras.optim import OPTIMIZERS, SCHEDULES
+from fer_keras.precision import PRECISIONS
 from fer_keras.tracking import MODES
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
@@ -118,6 +119,8 @@ OPTIONS = {
                     "reported as mean +- std (null = off)", int, low=2, optional=True),
     "fold": Option(None, "with folds: train only this fold, 0-based (null = every fold in turn)", int, low=0,
                    optional=True),
+    "drop_conflicts": Option(False, "drop the training faces whose image repeats in training with another label "
+                             "(35 images on 96 rows of FER2013 Training)", bool),
     # Model
     "model": Option("simple_cnn", "registered architecture (python -m fer_keras.models lists them)"),
     "model_args": Option({}, "builder hyperparameters, e.g. {dropout: 0.3, l2: 1e-4} (flag: --set)", dict),
@@ -125,6 +128,14 @@ OPTIONS = {
     "augment": Option("none", "augmentation preset", choices=PRESETS),
     "mixup": Option(0.0, "MixUp Beta alpha (0 = off)", float, low=0.0),
     "cutmix": Option(0.0, "CutMix Beta alpha (0 = off)", float, low=0.0, high=1.0),
+    # Knowledge distillation
+    "teacher": Option([], "distil from these models (run folders, .keras, SavedModel or .tflite files; several "
+                      "are one ensemble): training targets blend each label with their flip-TTA probabilities",
+                      list),
+    "distill_weight": Option(0.5, "with teacher: the teachers' share of each training target", float, low=0.0,
+                             high=1.0),
+    "distill_temperature": Option(1.0, "with teacher: soften the teachers' probabilities by this temperature",
+                                  float, above=0.0),
     # Optimisation
     "optimizer": Option("adam", "optimizer", choices=tuple(OPTIMIZERS)),
     "learning_rate": Option(1e-3, "peak learning rate", float, above=0.0),
@@ -153,7 +164,8 @@ OPTIONS = {
     "early_stopping": Option(None, "stop after this many epochs without val_accuracy gain (null = off)", int,
                              low=1, optional=True),
     # Execution
-    "precision": Option("float32", "dtype policy", choices=("float32", "mixed_bfloat16")),
+    "precision": Option("float32", "dtype policy (auto: mixed_bfloat16 where the hardware computes bfloat16 "
+                        "natively, else float32)", choices=PRECISIONS),
     "seed": Option(0, "seed of every random thing (weights, shuffling, augmentation, splits)", int, low=0),
     "strategy": Option("default", "tf.distribute strategy: one device, all local GPUs (mirrored), or the "
                        "TF_CONFIG cluster (multi_worker)", choices=STRATEGIES, resumable=True),
@@ -245,7 +257,7 @@ def add_option_flags(parser, exclude=()):
         if option.type is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         elif option.type is list:
-            parser.add_argument(flag, nargs="*", metavar="TAG", **common)
+            parser.add_argument(flag, nargs="*", metavar=key.upper(), **common)
         elif option.choices and not option.optional:
             parser.add_argument(flag, choices=option.choices, metavar="{" + ",".join(option.choices) + "}",
                                 **common)

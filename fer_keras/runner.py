@@ -157,6 +157,7 @@ def _record(cfg, run_dir, splits, run):
         "model": cfg["model"],
         "params": int(model.count_params()),
         "macs": count_macs(model),
+        "precision": keras.mixed_precision.global_policy().name,  # what `auto` became here
         "epochs": len(rows),
         "best_epoch": int(best["epoch"]) + 1 if best else None,
         "train_time": sum(float(r["epoch_time"]) for r in rows),  # every epoch, across resumes

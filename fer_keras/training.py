@@ -10,16 +10,20 @@ from sklearn.model_selection import train_test_split
 from fer_keras.augment import build_augmenter
 from fer_keras.config import DATA_ENV
 from fer_keras.data import class_weights, default_data, load_fer2013, make_dataset, split_data
+from fer_keras.data.stats import conflicting_rows
+from fer_keras.distill import soft_targets
 from fer_keras.errors import FerError
 from fer_keras.losses import build_loss
 from fer_keras.models import build_model
 from fer_keras.optim import build_optimizer, schedule_callbacks
+from fer_keras.precision import resolve_precision
 
 
 def load_splits(cfg):
     """The labelled dataset of `cfg["data"]` (synthetic default when None), cut to `cfg["limit"]`
-    rows, split into train/val(/test) as `split`, `val_fraction` and `folds`/`fold` say (with
-    `overfit_check`, N training faces as both train and val); says which data it uses."""
+    rows, split into train/val(/test) as `split`, `val_fraction` and `folds`/`fold` say, without
+    the conflicting training duplicates with `drop_conflicts` (with `overfit_check`, N training
+    faces as both train and val); says which data it uses."""
     path = cfg["data"] or default_data()
     print(f"data: {path}" if cfg["data"] else
           f"data: the embedded synthetic set {path} (no --data given and ${DATA_ENV} unset)")
@@ -30,6 +34,11 @@ def load_splits(cfg):
         data = data.subset(stratified_sample(data, cfg["limit"], cfg["seed"]))
     splits = split_data(data, val_fraction=cfg["val_fraction"], seed=cfg["seed"], mode=cfg["split"],
                         folds=cfg["folds"], fold=cfg["fold"])
+    if cfg["drop_conflicts"]:
+        train = splits["train"]
+        conflicting = conflicting_rows(train.images, train.labels)
+        print(f"dropped {conflicting.sum()} training faces whose image repeats with another label")
+        splits["train"] = train.subset(~conflicting)
     if cfg["overfit_check"]:  # train and validate on the same few faces
         train = splits["train"]
         sample = train.subset(stratified_sample(train, cfg["overfit_check"], cfg["seed"]))
@@ -55,7 +64,8 @@ def stratified_sample(data, n, seed):
 
 def make_datasets(cfg, splits):
     """`(train_ds, val_ds, fit_kwargs)`: the training pipeline (augmentation, balanced sampling or
-    class weights as configured) and the validation pipeline; pass `fit_kwargs` on to `fit`."""
+    class weights, distillation targets as configured) and the validation pipeline; pass
+    `fit_kwargs` on to `fit`."""
     train, val = splits["train"], splits["val"]
     augment = build_augmenter(cfg["augment"], mixup=cfg["mixup"], cutmix=cfg["cutmix"], seed=cfg["seed"])
     train_ds = make_dataset(
@@ -66,6 +76,7 @@ def make_datasets(cfg, splits):
         seed=cfg["seed"],
         augment=augment,
         sampling=cfg["sampling"],
+        soft_labels=soft_targets(cfg, train),
     )
     val_ds = make_dataset(val.images, val.labels, batch_size=cfg["batch_size"])
     fit_kwargs = {
@@ -91,7 +102,7 @@ def build_compiled_model(cfg, steps_per_epoch, train_labels=None):
     `train_labels` are needed only for `focal_alpha: balanced`. Metrics: accuracy and macro F1
     (`val_accuracy` and `val_f1_score` in the logs).
     """
-    keras.mixed_precision.set_global_policy(cfg["precision"])
+    keras.mixed_precision.set_global_policy(resolve_precision(cfg["precision"]))
     try:
         model = build_model(cfg["model"], **cfg["model_args"])
     except (TypeError, ValueError) as exc:

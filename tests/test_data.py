@@ -13,7 +13,7 @@ from fer_keras.data import DataError, FERData, load_fer2013, split_data
 from fer_keras.data import reader
 from fer_keras.data.__main__ import main
 from fer_keras.data.csvfile import write_csv
-from fer_keras.data.stats import dataset_stats
+from fer_keras.data.stats import conflicting_rows, dataset_stats
 from fer_keras.paths import cache_dir
 
 FER2013_TRAINING_COUNTS = [3995, 436, 4097, 7215, 4830, 3171, 4965]
@@ -356,6 +356,14 @@ def test_stats_counts_duplicates_and_conflicts():
     assert stats["splits"]["Training"]["class_counts"]["Happy"] == 2
     assert stats["conflicting_duplicates"] == 1
     assert stats["pixel_mean"] == pytest.approx(images.mean())
+
+
+def test_conflicting_rows_marks_every_row_of_an_image_with_two_labels():
+    images = faces(6)
+    images[1] = images[0]  # same label twice: kept
+    images[3] = images[4] = images[2]  # labels 3, 3, 5: all three rows dropped
+    mask = conflicting_rows(images, np.array([0, 0, 3, 3, 5, 6]))
+    np.testing.assert_array_equal(mask, [False, False, True, True, True, False])
 
 
 def test_stats_cli_prints_and_writes_pngs(tmp_path, capsys, small):

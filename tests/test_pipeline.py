@@ -1,4 +1,5 @@
-"""tf.data pipeline: shapes, order, seeded shuffles, balanced sampling, class and sample weights."""
+"""tf.data pipeline: shapes, order, seeded shuffles, balanced sampling, class and sample weights,
+soft (distillation) labels."""
 
 import math
 
@@ -147,6 +148,39 @@ def test_augment_applies_only_in_training(data):
     np.testing.assert_array_equal(pixels(training=False), images.astype(np.float32))
     x_train = pixels(training=True)
     assert np.array_equal(np.sort(255.0 - x_train[:, 0, 0, 0]), np.arange(len(labels)))
+
+
+def teacher_like(labels):
+    """Soft labels whose row i puts 0.6 on its label and 0.4 on class (label + 1) mod 7."""
+    return (0.6 * np.eye(7)[labels] + 0.4 * np.eye(7)[(labels + 1) % 7]).astype(np.float32)
+
+
+@pytest.mark.parametrize("sampling", ["shuffle", "balanced"])
+def test_soft_labels_replace_the_one_hot_labels_in_training(data, sampling):
+    images, labels = data
+    soft = teacher_like(labels)
+    ds = make_dataset(images, labels, batch_size=32, training=True, seed=3, sampling=sampling, soft_labels=soft)
+    batches = list(ds)
+    np.testing.assert_array_equal(np.concatenate([b[1].numpy() for b in batches]), soft[ids(batches)])
+    # An augmenter gets the soft labels to mix further.
+    mixed = make_dataset(images, labels, batch_size=32, training=True, augment=soft_labels, soft_labels=soft)
+    x, y = next(iter(mixed))
+    np.testing.assert_allclose(y.numpy(), 0.7 * soft[(255 - x.numpy()[:, 0, 0, 0]).astype(int)]
+                               + 0.3 * np.eye(7)[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "soft, message",
+    [
+        (np.full((230, 6), 1 / 6), r"soft labels must have shape \(230, 7\)"),
+        (np.full((230, 7), 0.5), r"summing to 1\); row 0"),
+        (np.where(np.arange(7) == 0, 1.5, -0.5 / 6) * np.ones((230, 1)), ">= 0"),
+    ],
+)
+def test_bad_soft_labels_raise_one_clear_error(data, soft, message):
+    images, labels = data
+    with pytest.raises(DataError, match=message):
+        make_dataset(images, labels, batch_size=8, training=True, soft_labels=soft)
 
 
 @pytest.mark.parametrize(

@@ -110,7 +110,7 @@ def test_a_shipped_study_runs_on_the_synthetic_set_with_a_shrunk_budget(tmp_path
                       ("deep", "v1"): "p004_deep_cnn_v1", ("deep", "v2"): "deep_cnn_v2", ("deep", "v3"): "deep_cnn_v2",
                       ("attention", "cbam_as_it_was"): "p004_cbam_cnn", ("attention", "cbam_paper"): "cbam_cnn"}
     configs = [json.loads(p.read_text()) for p in out.glob("*/trial_*/config.json")]
-    assert {(c["data"], c["limit"], c["precision"]) for c in configs} == {(None, 200, "mixed_bfloat16")}
+    assert {(c["data"], c["limit"], c["precision"]) for c in configs} == {(None, 200, "auto")}
 
 
 @pytest.mark.slow

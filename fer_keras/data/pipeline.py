@@ -21,10 +21,13 @@ def make_dataset(
     seed=0,
     augment=None,
     sampling="shuffle",
+    soft_labels=None,
 ):
     """Batched `tf.data.Dataset` of `(float32 images 0..255, one-hot float32 labels)`.
 
     `images`: uint8 (N, 48, 48, 1); `labels`: ints 0..6, or None to yield images only.
+    `soft_labels`: (N, 7) probabilities yielded instead of the one-hot labels (distillation targets);
+    `labels` still say each face's class for balanced sampling.
     Training: cache -> shuffle (seeded, new order each epoch) -> batch -> map(augment) -> prefetch;
     `sampling="balanced"` instead draws classes uniformly (like PyTorch's WeightedRandomSampler) for
     ceil(N / batch_size) batches per epoch. `augment` is applied only when `training=True`, so
@@ -44,10 +47,12 @@ def make_dataset(
     else:
         labels = _check_labels(labels, len(images))
         source = (images, labels)
+        if soft_labels is not None:
+            source += (_check_soft_labels(soft_labels, len(images)),)
     n_batches = math.ceil(len(images) / batch_size)
 
     if training and sampling == "balanced":
-        ds = _balanced(images, labels, seed).batch(batch_size).take(n_batches)
+        ds = _balanced(source, labels, seed).batch(batch_size).take(n_batches)
     elif training:
         ds = tf.data.Dataset.from_tensor_slices(source).cache()
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
@@ -90,12 +95,25 @@ def _check_labels(labels, n):
     return labels.astype(np.int32)
 
 
-def _balanced(images, labels, seed):
-    """Endless stream of (image, label), every present class equally likely, new draws per epoch."""
+def _check_soft_labels(soft_labels, n):
+    """Soft labels as float32 (N, 7) rows of probabilities: non-negative, summing to 1."""
+    soft_labels = np.asarray(soft_labels, np.float32)
+    if soft_labels.shape != (n, NUM_CLASSES):
+        raise DataError(f"soft labels must have shape ({n}, {NUM_CLASSES}) to match the images, got {soft_labels.shape}")
+    sums = soft_labels.sum(axis=1)
+    bad = np.flatnonzero(~np.isfinite(sums) | (soft_labels.min(axis=1) < 0) | (np.abs(sums - 1) > 1e-3))
+    if len(bad):
+        raise DataError(f"soft labels must be probabilities (>= 0, summing to 1); row {bad[0]} is {soft_labels[bad[0]]}")
+    return soft_labels
+
+
+def _balanced(source, labels, seed):
+    """Endless stream of `source` rows (image, label[, soft label]), every present class equally
+    likely, new draws per epoch."""
     per_class = []
     for c in np.unique(labels):
         members = labels == c
-        ds = tf.data.Dataset.from_tensor_slices((images[members], labels[members]))
+        ds = tf.data.Dataset.from_tensor_slices(tuple(array[members] for array in source))
         ds = ds.shuffle(int(members.sum()), seed=seed + int(c), reshuffle_each_iteration=True)
         per_class.append(ds.repeat())
     return tf.data.Dataset.sample_from_datasets(
@@ -104,13 +122,13 @@ def _balanced(images, labels, seed):
 
 
 def _batch_preparer(augment):
-    """Map function for a batch: cast to float, one-hot, augment."""
+    """Map function for a batch: cast to float, one-hot (or the soft labels), augment."""
 
-    def prepare(images, labels=None):
+    def prepare(images, labels=None, soft_labels=None):
         images = tf.cast(images, tf.float32)
         if labels is None:
             return images
-        labels = tf.one_hot(labels, NUM_CLASSES, dtype=tf.float32)
+        labels = tf.one_hot(labels, NUM_CLASSES, dtype=tf.float32) if soft_labels is None else soft_labels
         if augment is not None:
             images, labels = augment(images, labels)
         return images, labels

@@ -78,7 +78,18 @@ def _image_ids(images):
     return np.unique(flat.view(np.dtype((np.void, flat.shape[1]))).ravel(), return_inverse=True)[1].ravel()
 
 
+def conflicting_rows(images, labels):
+    """Boolean mask of the rows whose image occurs in `images` with more than one label."""
+    image_ids = _image_ids(images)
+    return _conflicting_ids(image_ids, labels)[image_ids]
+
+
 def _conflicting(image_ids, labels):
     """Number of distinct images that occur with more than one label."""
+    return int(_conflicting_ids(image_ids, labels).sum())
+
+
+def _conflicting_ids(image_ids, labels):
+    """Per image id, whether it occurs with more than one label."""
     pairs = np.unique(np.stack([image_ids, labels]), axis=1)
-    return int((np.bincount(pairs[0]) > 1).sum())
+    return np.bincount(pairs[0], minlength=image_ids.max(initial=-1) + 1) > 1

@@ -1,0 +1,62 @@
+"""Which dtype policy pays on this machine: `mixed_bfloat16` only where bfloat16 is computed
+natively (x86 CPUs with AVX512-BF16 or AMX, GPUs, TPUs). Elsewhere it is emulated: on a 2-core AVX2
+EPYC a deep_cnn training step took 13.7 s in bfloat16 against 1.7 s in float32."""
+
+import warnings
+from pathlib import Path
+
+import keras
+
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpu_flags(cpuinfo=None):
+    """The feature flags of the first CPU in `cpuinfo` (default /proc/cpuinfo; none where it does not exist)."""
+    try:
+        text = Path(cpuinfo or CPUINFO).read_text()
+    except OSError:
+        return set()
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
+def accelerator():
+    """The platform Keras' backend computes on: "cpu", "gpu" or "tpu"."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        for kind in ("TPU", "GPU"):
+            if tf.config.list_logical_devices(kind):
+                return kind.lower()
+    if backend == "torch":
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return "cpu"
+
+
+def native_bfloat16(platform=None, flags=None):
+    """Whether `platform` (default: this machine's) computes bfloat16 natively."""
+    platform = platform or accelerator()
+    if platform != "cpu":
+        return True
+    return bool(set(BF16_CPU_FLAGS) & (cpu_flags() if flags is None else set(flags)))
+
+
+def resolve_precision(precision):
+    """`precision` as a Keras dtype policy name: "auto" becomes mixed_bfloat16 where bfloat16 is
+    native, else float32; an explicit mixed_bfloat16 without it warns that it will be slow."""
+    native = native_bfloat16() if precision != "float32" else True
+    if precision == "auto":
+        return "mixed_bfloat16" if native else "float32"
+    if not native:
+        warnings.warn("mixed_bfloat16 on a CPU without native bfloat16 (AVX512-BF16 or AMX) is emulated and "
+                      "several times slower than float32; use precision auto or float32", stacklevel=2)
+    return precision

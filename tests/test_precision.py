@@ -1,0 +1,68 @@
+"""Precision: `auto` picks mixed_bfloat16 only where the hardware computes bfloat16 natively, an
+explicit mixed_bfloat16 without it warns, and a run records the policy it trained under."""
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+from fer_keras import precision
+from fer_keras.config import resolve_config
+from fer_keras.precision import cpu_flags, native_bfloat16, resolve_precision
+from fer_keras.train import train
+
+AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\nprocessor\t: 1\nflags\t\t: fpu sse2 avx avx2 fma\n"
+BF16 = AVX2.replace("fma", "fma avx512f avx512_bf16")
+
+
+@pytest.fixture
+def cpuinfo(tmp_path, monkeypatch):
+    """Point the detection at a written cpuinfo and a CPU-only backend; returns the writer."""
+    path = tmp_path / "cpuinfo"
+    monkeypatch.setattr(precision, "CPUINFO", path)
+    monkeypatch.setattr(precision, "accelerator", lambda: "cpu")
+    return path.write_text
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    (tmp_path / "cpuinfo").write_text(BF16)
+    assert {"avx2", "avx512_bf16"} <= cpu_flags(tmp_path / "cpuinfo")
+    assert cpu_flags(tmp_path / "missing") == set()
+
+
+def test_native_bfloat16_by_platform_and_flags():
+    assert native_bfloat16("cpu", flags={"avx2", "avx512_bf16"}) and native_bfloat16("cpu", flags={"amx_bf16"})
+    assert not native_bfloat16("cpu", flags={"avx2", "fma", "avx512f"})
+    assert native_bfloat16("gpu") and native_bfloat16("tpu")
+
+
+def test_this_machine_is_judged_by_its_own_flags():
+    flags = cpu_flags()
+    expected = "mixed_bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
+    if precision.accelerator() == "cpu":
+        assert resolve_precision("auto") == expected
+
+
+def test_auto_follows_the_cpu_and_explicit_bf16_warns_where_it_is_emulated(cpuinfo):
+    cpuinfo(AVX2)
+    assert resolve_precision("auto") == "float32"
+    with pytest.warns(UserWarning, match="emulated"):
+        assert resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
+    cpuinfo(BF16)
+    assert resolve_precision("auto") == "mixed_bfloat16"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
+        assert resolve_precision("float32") == "float32"
+
+
+@pytest.mark.parametrize("flags, policy", [(AVX2, "float32"), (BF16, "mixed_bfloat16")])
+def test_a_run_with_auto_records_the_policy_it_trained_under(tmp_path, cpuinfo, flags, policy):
+    cpuinfo(flags)
+    cfg = resolve_config({"model": "tiny_cnn", "limit": 200, "epochs": 1, "batch_size": 32, "wandb": "disabled",
+                          "export": False, "precision": "auto", "out": str(tmp_path / "run")})
+    metrics = train(cfg, verbose=0)
+    assert metrics["precision"] == policy
+    assert json.loads((Path(cfg["out"]) / "metrics.json").read_text())["precision"] == policy
+    assert json.loads((Path(cfg["out"]) / "config.json").read_text())["precision"] == "auto"
