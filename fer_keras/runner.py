@@ -27,6 +27,7 @@ from fer_keras.io import write_json
 from fer_keras.lock import folder_lock
 from fer_keras.models.profile import count_macs
 from fer_keras.plots import plot_history
+from fer_keras.precision import machine_summary
 from fer_keras.saving import MODEL_FILE, load_keras_model
 
 CONFIG_FILE = "config.json"
@@ -158,6 +159,7 @@ def _record(cfg, run_dir, splits, run):
         "params": int(model.count_params()),
         "macs": count_macs(model),
         "precision": keras.mixed_precision.global_policy().name,  # what `auto` became here
+        "machine": machine_summary(),
         "epochs": len(rows),
         "best_epoch": int(best["epoch"]) + 1 if best else None,
         "train_time": sum(float(r["epoch_time"]) for r in rows),  # every epoch, across resumes

@@ -2,6 +2,7 @@
 explicit mixed_bfloat16 without it warns, and a run records the policy it trained under."""
 
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -9,10 +10,10 @@ import pytest
 
 from fer_keras import precision
 from fer_keras.config import resolve_config
-from fer_keras.precision import cpu_flags, native_bfloat16, resolve_precision
+from fer_keras.precision import cpu_flags, machine_summary, native_bfloat16, resolve_precision
 from fer_keras.train import train
 
-AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\nprocessor\t: 1\nflags\t\t: fpu sse2 avx avx2 fma\n"
+AVX2 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\nprocessor\t: 1\nflags\t\t: fpu sse2 avx avx2 fma\n"
 BF16 = AVX2.replace("fma", "fma avx512f avx512_bf16")
 
 
@@ -57,6 +58,13 @@ def test_auto_follows_the_cpu_and_explicit_bf16_warns_where_it_is_emulated(cpuin
         assert resolve_precision("float32") == "float32"
 
 
+def test_machine_summary_names_the_cpu_and_its_bfloat16(cpuinfo):
+    cpuinfo(AVX2)
+    assert machine_summary() == f"{os.cpu_count()}-core CPU (AMD EPYC, no native bfloat16, no GPU)"
+    cpuinfo(BF16.replace("model name\t: AMD EPYC\n", ""))
+    assert machine_summary() == f"{os.cpu_count()}-core CPU (native bfloat16, no GPU)"
+
+
 @pytest.mark.parametrize("flags, policy", [(AVX2, "float32"), (BF16, "mixed_bfloat16")])
 def test_a_run_with_auto_records_the_policy_it_trained_under(tmp_path, cpuinfo, flags, policy):
     cpuinfo(flags)
@@ -64,5 +72,7 @@ def test_a_run_with_auto_records_the_policy_it_trained_under(tmp_path, cpuinfo, 
                           "export": False, "precision": "auto", "out": str(tmp_path / "run")})
     metrics = train(cfg, verbose=0)
     assert metrics["precision"] == policy
+    assert metrics["machine"].endswith(f"{'native' if policy == 'mixed_bfloat16' else 'no native'} bfloat16, no GPU)")
+    assert "AMD EPYC" in metrics["machine"]
     assert json.loads((Path(cfg["out"]) / "metrics.json").read_text())["precision"] == policy
     assert json.loads((Path(cfg["out"]) / "config.json").read_text())["precision"] == "auto"

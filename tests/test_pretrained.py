@@ -64,6 +64,7 @@ def test_add_ships_a_bf16_run_as_float32_with_its_card(tmp_path, package_dir, ca
     metrics = json.loads((run / "metrics.json").read_text())
     assert card["publictest"]["accuracy"] == metrics["val"]["accuracy"] and card["command"] == command
     assert card["training"]["epochs"] == 2 and card["params"] == metrics["params"]
+    assert card["training"]["machine"] == metrics["machine"] and "-core CPU" in card["training"]["machine"]
     assert card["shipped_by"].startswith(f"python -m fer_keras.pretrained add {run} --name tiny")
     assert 0 <= card["publictest"]["accuracy_tta"] <= 1  # the run's data (synthetic) was at hand
 

@@ -37,10 +37,10 @@ def format_card(name, card):
     return "\n".join(lines)
 
 
-def add(run_dir, name, command, description, data=None, shipped_by=None,
-        machine="2-core CPU (AVX512-BF16, no GPU)"):
+def add(run_dir, name, command, description, data=None, shipped_by=None, machine=None):
     """Ship the best checkpoint of finished run `run_dir` as `name`, with its card; return the card.
-    `shipped_by`: the command line that ships it, recorded on the card."""
+    `shipped_by`: the command line that ships it, recorded on the card; `machine`: what it trained
+    on (default: what the run recorded)."""
     from fer_keras.data import default_data
     from fer_keras.evaluate import accuracy_with_tta
     from fer_keras.runner import CONFIG_FILE, METRICS_FILE
@@ -74,7 +74,8 @@ def add(run_dir, name, command, description, data=None, shipped_by=None,
             "recall": {c: val["per_class"][c]["recall"] for c in CLASS_NAMES},
         },
         "training": {"epochs": metrics["epochs"], "best_epoch": metrics["best_epoch"],
-                     "minutes": metrics["train_time"] / 60, "machine": machine},
+                     "minutes": metrics["train_time"] / 60,
+                     "machine": machine or metrics.get("machine") or "not recorded"},
         "shipped_by": shipped_by,
     }
     write_json(pretrained.HERE / f"{name}.json", card)
@@ -91,10 +92,11 @@ def main(argv=None):
     ship.add_argument("--command", required=True, dest="train_command", help="the command that trained the run")
     ship.add_argument("--description", required=True, help="one line: what the model is")
     ship.add_argument("--data", help="FER2013 CSV for the TTA figure (default: the run's data)")
+    ship.add_argument("--machine", help="what the run trained on (default: what its metrics.json recorded)")
     args = parser.parse_args(argv)
     if args.command == "add":
         shipped_by = " ".join(["python -m fer_keras.pretrained", *map(shlex.quote, argv or sys.argv[1:])])
-        card = add(args.run, args.name, args.train_command, args.description, args.data, shipped_by)
+        card = add(args.run, args.name, args.train_command, args.description, args.data, shipped_by, args.machine)
         print(format_card(args.name, card))
         return 0
     shipped = pretrained.cards()
