@@ -23,7 +23,7 @@ def teacher_probabilities(paths, images, temperature=1.0, batch_size=256):
 def distill_targets(labels, teacher_probs, weight):
     """Training targets: `(1 - weight) * one-hot label + weight * teacher probabilities`."""
     one_hot = np.eye(NUM_CLASSES, dtype=np.float32)[np.asarray(labels)]
-    return ((1 - weight) * one_hot + weight * np.asarray(teacher_probs, np.float32)).astype(np.float32)
+    return (1 - weight) * one_hot + weight * np.asarray(teacher_probs, np.float32)
 
 
 def soft_targets(cfg, train):

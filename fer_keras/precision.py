@@ -13,14 +13,18 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 CPUINFO = Path("/proc/cpuinfo")
 
 
-def cpu_flags(cpuinfo=None):
-    """The feature flags of the first CPU in `cpuinfo` (default /proc/cpuinfo; none where it does not exist)."""
+def cpuinfo_field(name, cpuinfo=None):
+    """The value of the first CPU's `name` line in `cpuinfo` (default /proc/cpuinfo), "" where there is none."""
     try:
         text = Path(cpuinfo or CPUINFO).read_text()
     except OSError:
-        return set()
-    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    return set(line.partition(":")[2].split())
+        return ""
+    return next((line.partition(":")[2].strip() for line in text.splitlines() if line.startswith(name)), "")
+
+
+def cpu_flags(cpuinfo=None):
+    """The feature flags of the first CPU in `cpuinfo` (default /proc/cpuinfo; none where it does not exist)."""
+    return set(cpuinfo_field("flags", cpuinfo).split())
 
 
 def accelerator():
@@ -54,7 +58,9 @@ def native_bfloat16(platform=None, flags=None):
 def resolve_precision(precision):
     """`precision` as a Keras dtype policy name: "auto" becomes mixed_bfloat16 where bfloat16 is
     native, else float32; an explicit mixed_bfloat16 without it warns that it will be slow."""
-    native = native_bfloat16() if precision != "float32" else True
+    if precision == "float32":
+        return precision
+    native = native_bfloat16()
     if precision == "auto":
         return "mixed_bfloat16" if native else "float32"
     if not native:
@@ -68,11 +74,6 @@ def machine_summary():
     platform = accelerator()
     if platform != "cpu":
         return f"{platform.upper()} ({keras.backend.backend()} backend)"
-    model = ""
-    try:
-        model = next((line.partition(":")[2].strip() for line in CPUINFO.read_text().splitlines()
-                      if line.startswith("model name")), "")
-    except OSError:
-        pass
+    model = cpuinfo_field("model name")
     bf16 = "native bfloat16" if native_bfloat16("cpu") else "no native bfloat16"
     return f"{os.cpu_count()}-core CPU ({model + ', ' if model else ''}{bf16}, no GPU)"
