@@ -3,9 +3,10 @@
 A run killed at any point resumes from its last completed epoch (Keras `BackupAndRestore`: weights,
 optimizer state and step count); history.csv then holds each epoch once and the checkpoint keeps
 the best epoch of the whole run. Early stopping's and reduce-on-plateau's patience counters start
-again on resume.
+again on resume. With weight averaging (`ema`), validation and the checkpoint use the averaged weights.
 """
 
+import contextlib
 import csv
 import math
 import time
@@ -38,6 +39,29 @@ def inference_model(model):
     """The same layers and weights as a plain functional model: saves without the optimizer, so the
     checkpoint is a small inference model that loads with nothing but the layers registered."""
     return keras.Model(model.input, model.output, name=model.name)
+
+
+@contextlib.contextmanager
+def ema_weights(model):
+    """Inside: the optimizer's moving averages in the model's trainable weights (an optimizer with
+    `use_ema`, so checkpoints hold what `SwapEMAWeights` validated); the training weights after."""
+    optimizer = model.optimizer
+    if not getattr(optimizer, "use_ema", False):
+        yield
+        return
+    pairs = list(zip(optimizer._trainable_variables, optimizer._model_variables_moving_average))
+    _swap(pairs)
+    try:
+        yield
+    finally:
+        _swap(pairs)
+
+
+def _swap(pairs):
+    for variable, average in pairs:
+        value = keras.ops.convert_to_numpy(variable)
+        variable.assign(average)
+        average.assign(value)
 
 
 class EpochStats(keras.callbacks.Callback):
@@ -74,7 +98,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         if value is None or not (math.isfinite(value) and math.isfinite(loss)) or value <= self.best:
             return
         self.best = value
-        with atomic_path(self.path) as tmp:
+        with atomic_path(self.path) as tmp, ema_weights(self.model):
             inference_model(self.model).save(tmp)
 
 
@@ -123,6 +147,8 @@ def training_callbacks(cfg, run_dir):
             str(run_dir / BACKUP_DIR), double_checkpoint=True, delete_checkpoint=False
         ),
     ]
+    if cfg["ema"]:
+        callbacks.append(keras.callbacks.SwapEMAWeights())
     if cfg["early_stopping"]:
         callbacks.append(
             keras.callbacks.EarlyStopping(

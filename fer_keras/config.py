@@ -144,6 +144,9 @@ OPTIONS = {
     "momentum": Option(0.9, "SGD momentum", float, low=0.0, high=1.0),
     "nesterov": Option(False, "SGD Nesterov momentum", bool),
     "clipnorm": Option(None, "clip each gradient to this norm (null = off)", float, above=0.0, optional=True),
+    "ema": Option(None, "keep an exponential moving average of the weights with this momentum (e.g. 0.999; "
+                  "null = off): validation, the best checkpoint and the final model use the averaged weights",
+                  float, above=0.0, high=0.99999, optional=True),
     "batch_size": Option(64, "global batch size", int, low=1),
     "epochs": Option(10, "number of epochs", int, low=1),
     "schedule": Option("constant", "learning-rate schedule", choices=SCHEDULES),

@@ -73,7 +73,8 @@ def learning_rate(cfg, steps_per_epoch):
 
 
 def build_optimizer(cfg, steps_per_epoch):
-    """The configured optimizer with its schedule, decoupled weight decay and gradient clipping."""
+    """The configured optimizer with its schedule, decoupled weight decay, gradient clipping and weight
+    averaging (Keras' `use_ema`)."""
     kwargs = {
         "learning_rate": learning_rate(cfg, steps_per_epoch),
         "weight_decay": cfg["weight_decay"],
@@ -81,6 +82,8 @@ def build_optimizer(cfg, steps_per_epoch):
     }
     if cfg["optimizer"] == "sgd":
         kwargs.update(momentum=cfg["momentum"], nesterov=cfg["nesterov"])
+    if cfg["ema"]:
+        kwargs.update(use_ema=True, ema_momentum=cfg["ema"])
     optimizer = OPTIMIZERS[cfg["optimizer"]](**kwargs)
     if cfg["weight_decay"]:
         optimizer.exclude_from_weight_decay(var_names=NO_DECAY)

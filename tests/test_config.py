@@ -119,6 +119,7 @@ def test_flags_are_read_as_their_option_types():
         ({"learning_rate": 0}, "'learning_rate': expected a finite number > 0, got 0"),
         ({"weight_decay": float("nan")}, "'weight_decay': expected a finite number >= 0"),
         ({"clipnorm": 0.0}, "'clipnorm': expected a finite number > 0 or null"),
+        ({"ema": 1.0}, "'ema': expected a finite number > 0 and <= 0.99999 or null"),
         ({"focal_alpha": [1, 2]}, "'focal_alpha'"),
         ({"tags": ["a", 1]}, "'tags': expected a list of strings"),
         ({"class_weight": "balanced", "sampling": "balanced"}, "one way to balance"),
@@ -283,6 +284,8 @@ def test_optimizers_weight_decay_spares_biases_and_clipping():
     optimizer.apply_gradients([(np.zeros((2, 2), "float32"), kernel), (np.zeros(2, "float32"), bias)])
     np.testing.assert_allclose(kernel.numpy(), 0.95)  # decayed by lr * weight_decay
     np.testing.assert_allclose(bias.numpy(), 1.0)
+    averaged = build_optimizer(resolve_config({"optimizer": "adamw", "ema": 0.999}), 10)
+    assert averaged.use_ema and averaged.ema_momentum == 0.999 and not optimizer.use_ema
     sgd = build_optimizer(resolve_config({"optimizer": "sgd", "momentum": 0.8, "nesterov": True}), 10)
     assert sgd.momentum == 0.8 and sgd.nesterov
     # Weight decay 0 (the default) works with every optimizer, AdamW included: it trains a step.

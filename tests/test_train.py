@@ -153,6 +153,19 @@ def test_training_options_change_what_is_trained(tmp_path):
     assert labels.numpy().max(axis=1).mean() < 0.9 and labels.numpy().sum(axis=1) == pytest.approx(1.0)
 
 
+def test_weight_averaging_validates_and_saves_the_averaged_weights(tmp_path):
+    cfg = quick_cfg(tmp_path, epochs=2, ema=0.9, learning_rate=0.01)
+    train(cfg, verbose=0)
+    _, rows = read_history(Path(cfg["out"]) / "history.csv")
+    best = max(rows, key=lambda r: float(r["val_accuracy"]))
+    # The checkpoint holds the averaged weights that validation scored, not the training weights.
+    val = training.load_splits(cfg)["val"]
+    probs = load_keras_model(Path(cfg["out"]) / "model.keras").predict(val.images, verbose=0)
+    assert float(np.mean(probs.argmax(1) == val.labels)) == pytest.approx(float(best["val_accuracy"]), abs=1e-6)
+    loss = -np.mean(np.log(probs[np.arange(len(val.labels)), val.labels]))
+    assert loss == pytest.approx(float(best["val_loss"]), rel=1e-4)
+
+
 def test_class_weights_go_to_fit(tmp_path):
     cfg = quick_cfg(tmp_path, class_weight="balanced")
     splits = training.load_splits(cfg)
