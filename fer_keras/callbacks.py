@@ -6,7 +6,6 @@ the best epoch of the whole run. Early stopping's and reduce-on-plateau's patien
 again on resume. With weight averaging (`ema`), validation and the checkpoint use the averaged weights.
 """
 
-import contextlib
 import csv
 import math
 import time
@@ -41,29 +40,6 @@ def inference_model(model):
     return keras.Model(model.input, model.output, name=model.name)
 
 
-@contextlib.contextmanager
-def ema_weights(model):
-    """Inside: the optimizer's moving averages in the model's trainable weights (an optimizer with
-    `use_ema`, so checkpoints hold what `SwapEMAWeights` validated); the training weights after."""
-    optimizer = model.optimizer
-    if not getattr(optimizer, "use_ema", False):
-        yield
-        return
-    pairs = list(zip(optimizer._trainable_variables, optimizer._model_variables_moving_average))
-    _swap(pairs)
-    try:
-        yield
-    finally:
-        _swap(pairs)
-
-
-def _swap(pairs):
-    for variable, average in pairs:
-        value = keras.ops.convert_to_numpy(variable)
-        variable.assign(average)
-        average.assign(value)
-
-
 class EpochStats(keras.callbacks.Callback):
     """Add the learning rate and the epoch's wall time to the epoch logs (so history.csv has them)."""
 
@@ -82,9 +58,10 @@ class BestCheckpoint(keras.callbacks.Callback):
     from the history of the epochs already done.
     """
 
-    def __init__(self, path, history_path, monitor=MONITOR):
+    def __init__(self, path, history_path, monitor=MONITOR, averaged=None):
         super().__init__()
         self.path, self.history_path, self.monitor = path, history_path, monitor
+        self.averaged = averaged  # the run's SwapEMAWeights: its swap puts in what validation scored
         self.best = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -98,8 +75,14 @@ class BestCheckpoint(keras.callbacks.Callback):
         if value is None or not (math.isfinite(value) and math.isfinite(loss)) or value <= self.best:
             return
         self.best = value
-        with atomic_path(self.path) as tmp, ema_weights(self.model):
-            inference_model(self.model).save(tmp)
+        if self.averaged:
+            self.averaged.on_test_begin()
+        try:
+            with atomic_path(self.path) as tmp:
+                inference_model(self.model).save(tmp)
+        finally:
+            if self.averaged:
+                self.averaged.on_test_end()
 
 
 class ResumableCSVLogger(keras.callbacks.CSVLogger):
@@ -138,17 +121,18 @@ def training_callbacks(cfg, run_dir):
     """The run folder's callbacks, in the order they must see each epoch's logs."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    averaged = keras.callbacks.SwapEMAWeights() if cfg["ema"] else None
     callbacks = [
         EpochStats(),
         keras.callbacks.TerminateOnNaN(),
-        BestCheckpoint(run_dir / MODEL_FILE, run_dir / HISTORY_FILE),
+        BestCheckpoint(run_dir / MODEL_FILE, run_dir / HISTORY_FILE, averaged=averaged),
         ResumableCSVLogger(run_dir / HISTORY_FILE),
         keras.callbacks.BackupAndRestore(
             str(run_dir / BACKUP_DIR), double_checkpoint=True, delete_checkpoint=False
         ),
     ]
-    if cfg["ema"]:
-        callbacks.append(keras.callbacks.SwapEMAWeights())
+    if averaged:
+        callbacks.append(averaged)
     if cfg["early_stopping"]:
         callbacks.append(
             keras.callbacks.EarlyStopping(
