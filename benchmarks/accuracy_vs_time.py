@@ -66,26 +66,30 @@ def add(run, data, label=None):
 
 
 def plot(path=RESULTS / "accuracy_vs_time.png"):
-    """Draw the table: one point per run (hollow: plain, filled: with flip TTA), references as lines."""
+    """Draw the table: one numbered point per run (hollow: plain, filled: with flip TTA), keyed beside the
+    axes so long labels never overlap, and the references as lines."""
     rows = read_table()
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for row in rows:
-        minutes = float(row["minutes"])
-        ax.plot([minutes, minutes], [float(row["publictest"]), float(row["publictest_tta"])], color="0.7", lw=1)
-        ax.scatter(minutes, float(row["publictest"]), facecolors="none", edgecolors="C0")
-        ax.scatter(minutes, float(row["publictest_tta"]), color="C0")
-        ax.annotate(row["label"], (minutes, float(row["publictest_tta"])), textcoords="offset points",
-                    xytext=(4, 4), fontsize=7)
+    fig, ax = plt.subplots(figsize=(12, 5.5))
+    key = []
+    for number, row in enumerate(rows, 1):
+        minutes, plain, tta = float(row["minutes"]), float(row["publictest"]), float(row["publictest_tta"])
+        ax.plot([minutes, minutes], [plain, tta], color="0.7", lw=1)
+        ax.scatter(minutes, plain, facecolors="none", edgecolors="C0")
+        ax.scatter(minutes, tta, color="C0")
+        ax.annotate(str(number), (minutes, max(plain, tta)), textcoords="offset points", xytext=(3, 3), fontsize=8)
+        key.append(f"{number}. {row['label']}: {plain:.1%} ({tta:.1%} TTA), {minutes:.0f} min")
     for (name, value), color in zip(REFERENCES.items(), ("C1", "C2", "C3", "C4")):
         ax.axhline(value, color=color, ls="--", lw=1)
-        ax.text(1, value + 0.002, name, color=color, fontsize=7)
+        ax.text(0.99, value + 0.001, name, color=color, fontsize=7, ha="right", va="bottom",
+                transform=ax.get_yaxis_transform())
     ax.axvline(120, color="0.5", ls=":", lw=1)
-    ax.text(121, 0.6, "120 min budget", fontsize=7, color="0.4", rotation=90)
+    ax.text(121, 0.61, "120 min budget", fontsize=7, color="0.4", rotation=90)
     ax.set(xlabel="training minutes on 2 CPU cores", ylabel="PublicTest accuracy (filled: flip TTA)",
            title="Time to accuracy", xlim=(0, max([130] + [float(r["minutes"]) * 1.1 for r in rows])),
-           ylim=(0.55, 0.77))
+           ylim=(0.60, 0.76))
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    fig.text(0.60, 0.88, "\n".join(key), fontsize=7, va="top", wrap=True)
+    fig.subplots_adjust(left=0.07, right=0.58, bottom=0.1, top=0.92)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
