@@ -2,6 +2,7 @@
 
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +33,13 @@ def _seed():
         yield
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def pytest_configure(config):
+    """Ctrl-C reaches the processes the tests start, however the suite was launched: a suite started in
+    the background by a script (`cmd &`) inherits SIGINT ignored, and so would they (CPython then never
+    raises KeyboardInterrupt), failing the Ctrl-C tests. A handler, unlike an ignore, resets on exec."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session", autouse=True)
