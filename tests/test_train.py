@@ -23,6 +23,7 @@ from fer_keras.config import resolve_config
 from fer_keras.constants import NUM_CLASSES
 from fer_keras.data import default_data, load_fer2013
 from fer_keras.errors import FerError
+from fer_keras.losses import build_loss
 from fer_keras.saving import load_keras_model
 from fer_keras.train import main, train
 from wandb_offline import read_offline_run
@@ -162,6 +163,8 @@ def test_weight_averaging_validates_and_saves_the_averaged_weights(tmp_path):
     val = training.load_splits(cfg)["val"]
     logits = load_keras_model(Path(cfg["out"]) / "model.keras").predict(val.images, verbose=0)
     assert float(np.mean(logits.argmax(1) == val.labels)) == pytest.approx(float(best["val_accuracy"]), abs=1e-6)
+    loss = build_loss(cfg)(keras.ops.one_hot(val.labels, NUM_CLASSES), logits)
+    assert float(loss) == pytest.approx(float(best["val_loss"]), rel=1e-4)
 
 
 def test_class_weights_go_to_fit(tmp_path):
