@@ -20,6 +20,7 @@ from fer_keras.constants import CLASS_NAMES, IMAGE_SIZE
 from fer_keras.detectors import DEFAULT_DETECTOR, make_detector
 from fer_keras.errors import FerError, ImageError, ModelError
 from fer_keras.predict import load_predictor, predict_probabilities
+from fer_keras.tta import tta_mode
 
 # One colour per class (RGB) for boxes and labels.
 CLASS_COLORS = {
@@ -60,12 +61,12 @@ def _load_predictors(path_or_paths):
 
 
 class EmotionRecognizer:
-    """A face detector and an expression classifier (one model or an ensemble, optionally with flip TTA).
+    """A face detector and an expression classifier (one model or an ensemble, optionally with TTA).
 
     `predictors` are functions float32 faces (N, 48, 48, 1) in 0-255 -> probabilities (N, 7), as
     `fer_keras.predict.load_predictor` makes them; `ensemble` names model paths to average instead;
     with neither, the shipped model. `detector` is a name in `fer_keras.detectors.DETECTORS` or any
-    callable image -> boxes (x, y, w, h).
+    callable image -> boxes (x, y, w, h). `tta` is a mode of `fer_keras.tta.tta_mode` (True: flip).
 
     >>> rec = EmotionRecognizer(ensemble=["runs/a", "runs/b/savedmodel"], tta=True)
     >>> rec.classify(np.zeros((2, 48, 48), np.uint8)).shape
@@ -82,7 +83,7 @@ class EmotionRecognizer:
         self.predictors = list(predictors)
         if not self.predictors:
             raise ModelError("no model given")
-        self.tta = tta
+        self.tta = tta_mode(tta)
         self.detector = make_detector(detector)
 
     @classmethod

@@ -1,11 +1,12 @@
 """Predict facial expressions for FER2013 CSV rows or image files, with one model or an ensemble.
 
 `python -m fer_keras.predict [--model PATH ...] (--csv FILE | --images FILES_OR_DIRS...)
---out FILE [--probabilities] [--tta] [--detect-faces] [--batch-size B]`
+--out FILE [--probabilities] [--tta [flip|flip_rotate]] [--detect-faces] [--batch-size B]`
 
 Models are SavedModel folders, `.keras` files (or run folders) or `.tflite` files (`python -m
 fer_keras.export RUN --tflite`), mixed freely (default: the shipped model); several are averaged (ensemble),
-`--tta` also averages each model over the horizontally flipped faces. Bad inputs are reported on
+`--tta` also averages each model over the horizontally flipped faces (`--tta flip_rotate`: and over
+both turned by +-6 degrees, see fer_keras.tta). Bad inputs are reported on
 stderr one per line (`WHERE: reason`), everything else is still predicted, and the exit status is 1.
 CSV output has one row per input data row, in order (Kaggle's submission shape); an unreadable row
 keeps its place with empty cells. Image output has one row per image (per face with
@@ -30,6 +31,7 @@ from fer_keras.data import load_fer2013
 from fer_keras.errors import FerError
 from fer_keras.io import atomic_path, check_output
 from fer_keras.saving import is_savedmodel, load_keras_model, load_savedmodel
+from fer_keras.tta import add_tta_argument, tta_views
 
 
 def load_predictor(path):
@@ -52,8 +54,8 @@ def keras_predictor(model):
 
 
 def predict_probabilities(predictors, images, batch_size=256, tta=False, verbose=False):
-    """Mean probabilities (N, 7) over the predictors and, with `tta`, over horizontal flips too."""
-    views = [images, images[:, :, ::-1]] if tta else [images]
+    """Mean probabilities (N, 7) over the predictors and over the test-time views of `tta` (see `tta_views`)."""
+    views = tta_views(images, tta)
     starts = range(0, len(images), batch_size)
     total = np.zeros((len(images), NUM_CLASSES), np.float64)
     steps = len(predictors) * len(views) * len(starts)
@@ -161,7 +163,7 @@ def _parse_args(argv):
     source.add_argument("--images", nargs="+", help="PNG/JPEG files or folders of them")
     parser.add_argument("--out", required=True, help="output CSV")
     parser.add_argument("--probabilities", action="store_true", help="add one probability column per class")
-    parser.add_argument("--tta", action="store_true", help="average over the original and flipped faces")
+    add_tta_argument(parser)
     parser.add_argument("--detect-faces", action="store_true",
                         help="find faces (OpenCV's DNN face detector, see fer_keras.detectors) and classify each "
                              "one (with --images)")

@@ -1,8 +1,8 @@
 """A local web page and JSON API for facial expressions: upload a photo or take one with the webcam,
 see each face boxed with its seven probabilities and a Grad-CAM overlay.
 
-`python -m fer_keras.serve [--model PATH ...] [--tta] [--detector haar|dnn] [--host 127.0.0.1] [--port 8000]
-[--max-upload-mb 10]`
+`python -m fer_keras.serve [--model PATH ...] [--tta [flip|flip_rotate]] [--detector haar|dnn] [--host 127.0.0.1]
+[--port 8000] [--max-upload-mb 10]`
 
 `POST /api/predict` takes the image as the multipart form field `file` or as the raw request body and
 answers `{"faces": [...], "image": {"width": W, "height": H}}`, the faces being what
@@ -26,6 +26,7 @@ from pathlib import Path
 
 from fer_keras.cli import ArgumentParser, user_errors
 from fer_keras.errors import FerError
+from fer_keras.tta import add_tta_argument
 
 WEB = Path(__file__).resolve().parent / "web"
 DEFAULT_HOST = "127.0.0.1"
@@ -368,7 +369,7 @@ def _parse_args(argv):
     parser.add_argument("--model", action="append",
                         help="run folder, .keras file, SavedModel folder or .tflite file; repeat for an "
                              "ensemble (default: the shipped model)")
-    parser.add_argument("--tta", action="store_true", help="also average over the horizontally flipped faces")
+    add_tta_argument(parser)
     parser.add_argument("--detector", default=DEFAULT_DETECTOR, choices=list(DETECTORS),
                         help=f"face detector (default {DEFAULT_DETECTOR}; see fer_keras.detectors)")
     parser.add_argument("--host", default=DEFAULT_HOST,

@@ -1,6 +1,6 @@
 """Facial expressions over time in a video: every face in every N-th frame, as a table, a plot and an annotated video.
 
-`python -m fer_keras.video IN [--every N] [--out DIR] [--model PATH ...] [--tta] [--detector NAME]`
+`python -m fer_keras.video IN [--every N] [--out DIR] [--model PATH ...] [--tta [flip|flip_rotate]] [--detector NAME]`
 
 `--out` (default `<IN's name>_emotions/` in the current folder) receives:
 - `emotions.csv`: one row per face per analysed frame: frame, time (s), x, y, w, h, the seven class
@@ -29,6 +29,7 @@ from fer_keras.constants import CLASS_NAMES
 from fer_keras.detectors import DEFAULT_DETECTOR, DETECTORS
 from fer_keras.errors import VideoError
 from fer_keras.io import atomic_path, check_output
+from fer_keras.tta import add_tta_argument
 
 COLUMNS = ["frame", "time", "x", "y", "w", "h", *CLASS_NAMES, "emotion"]
 FOURCC = "mp4v"  # MPEG-4 Part 2: the codec OpenCV's bundled FFmpeg always has for .mp4
@@ -124,7 +125,7 @@ def _parse_args(argv):
     parser.add_argument("--model", action="append",
                         help="SavedModel folder, .keras file or run folder; repeat for an ensemble "
                              "(default: the shipped model)")
-    parser.add_argument("--tta", action="store_true", help="average over the original and flipped faces")
+    add_tta_argument(parser)
     parser.add_argument("--detector", choices=sorted(DETECTORS), default=DEFAULT_DETECTOR,
                         help=f"face detector (default {DEFAULT_DETECTOR})")
     args = parser.parse_args(argv)

@@ -124,6 +124,12 @@ def test_ensemble_and_tta_average_their_parts(models):
     np.testing.assert_allclose(single.classify(batch), np.mean(parts[:2], axis=0), atol=1e-5)
 
 
+def test_unknown_tta_mode_is_refused_when_the_recognizer_is_made(models):
+    with pytest.raises(FerError, match="unknown TTA mode 'mirror'"):
+        EmotionRecognizer.load(models["run"], tta="mirror")
+    assert EmotionRecognizer.load(models["run"], tta=True).tta == "flip"
+
+
 def test_every_model_format_gives_the_same_probabilities(models, rec):
     batch = np.random.default_rng(5).integers(0, 256, (3, 48, 48), dtype=np.uint8)
     expected = rec.classify(batch)

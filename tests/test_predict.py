@@ -297,6 +297,24 @@ def test_tta_and_ensemble_give_valid_averaged_probabilities(models, tmp_path, ca
     assert not np.allclose(parts[0], parts[1], atol=1e-4), "the flip should change this model's output"
 
 
+def test_tta_flip_rotate_from_the_command_line(models, tmp_path, capsys):
+    images = _faces(6, seed=9)
+    src = tmp_path / "test.csv"
+    pd.DataFrame({"pixels": _pixels(images)}).to_csv(src, index=False)
+    out = tmp_path / "pred.csv"
+    status, _, err = _run(["--model", models["keras"], "--tta", "flip_rotate", "--csv", str(src), "--out", str(out),
+                           "--probabilities"], capsys)
+    assert status == 0, err
+    probs = _assert_probabilities(pd.read_csv(out))
+    np.testing.assert_allclose(probs, _expected(models["keras"], images, tta="flip_rotate"), atol=1e-5)
+    assert not np.allclose(probs, _expected(models["keras"], images, tta="flip"), atol=1e-5)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--tta", "rotate", "--csv", str(src), "--out", str(out)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: argument --tta: invalid choice: 'rotate'") and len(err.splitlines()) == 1, err
+
+
 def test_missing_model_is_a_user_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--model", str(tmp_path / "none.keras"), "--images", str(tmp_path), "--out", str(tmp_path / "o.csv")])

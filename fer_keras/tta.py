@@ -1,0 +1,44 @@
+"""Test-time augmentation: the views of each face that a prediction averages its probabilities over.
+
+`flip` is the face and its mirror. `flip_rotate` adds both turned by +-6 degrees (the recipes train
+with rotations of up to 10): on PublicTest it added 0.4 points to flip TTA for `fer_cnn_distilled`
+and 1.1 for `fer_cnn` (README, Results), at three times the prediction time.
+"""
+
+import numpy as np
+from scipy import ndimage
+
+from fer_keras.errors import FerError
+
+TTA_MODES = ("flip", "flip_rotate")
+ROTATION_DEG = 6
+
+
+def tta_mode(tta):
+    """The mode `tta` asks for: None when off (None, False), `flip` for True, else a name in TTA_MODES."""
+    if not tta:
+        return None
+    mode = "flip" if tta is True else tta
+    if mode not in TTA_MODES:
+        raise FerError(f"unknown TTA mode {mode!r}; known: {', '.join(TTA_MODES)}")
+    return mode
+
+
+def tta_views(images, tta=None):
+    """The views of `images` (N, 48, 48, 1) that `tta` (see `tta_mode`) averages over, the faces first."""
+    mode = tta_mode(tta)
+    if mode is None:
+        return [images]
+    views = [images]
+    if mode == "flip_rotate":
+        turn = np.asarray(images, np.float32)
+        views += [ndimage.rotate(turn, deg, axes=(1, 2), reshape=False, order=1, mode="nearest")
+                  for deg in (ROTATION_DEG, -ROTATION_DEG)]
+    return views + [view[:, :, ::-1] for view in views]
+
+
+def add_tta_argument(parser):
+    """`--tta [MODE]` for a command that predicts: a bare `--tta` is `flip`."""
+    parser.add_argument("--tta", nargs="?", const="flip", choices=TTA_MODES, default=None,
+                        help="average over test-time views of each face: flip (the face and its mirror; a bare "
+                             "--tta) or flip_rotate (both also turned by +-6 degrees: 6 views, 3x the time)")
