@@ -1,8 +1,8 @@
 """Test-time augmentation: the views of each face that a prediction averages its probabilities over.
 
 `flip` is the face and its mirror. `flip_rotate` adds both turned by +-6 degrees (the recipes train
-with rotations of up to 10): on PublicTest it added 0.4 points to flip TTA for `fer_cnn_distilled`
-and 1.1 for `fer_cnn` (README, Results), at three times the prediction time.
+with rotations of up to 10): on PublicTest it added 0.3-1.1 points to flip TTA for each of six trained
+networks (README, Results), at three times the prediction time.
 """
 
 import numpy as np
