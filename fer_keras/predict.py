@@ -54,19 +54,20 @@ def keras_predictor(model):
 
 
 def predict_probabilities(predictors, images, batch_size=256, tta=False, verbose=False):
-    """Mean probabilities (N, 7) over the predictors and over the test-time views of `tta` (see `tta_views`)."""
-    views = tta_views(images, tta)
+    """Mean probabilities (N, 7) over the predictors and over the test-time views of `tta` (see `tta_views`),
+    made one batch at a time so that no view of the whole input is held."""
     starts = range(0, len(images), batch_size)
     total = np.zeros((len(images), NUM_CLASSES), np.float64)
-    steps = len(predictors) * len(views) * len(starts)
+    steps = len(predictors) * len(starts)
     progress = keras.utils.Progbar(steps, verbose=keras_verbosity()) if verbose and steps > 1 else None
-    for predict in predictors:
-        for view in views:
-            for start in starts:
-                total[start : start + batch_size] += predict(view[start : start + batch_size].astype(np.float32))
-                if progress:
-                    progress.add(1)
-    return (total / (len(predictors) * len(views))).astype(np.float32)
+    for start in starts:
+        views = tta_views(images[start : start + batch_size], tta)
+        for predict in predictors:
+            total[start : start + batch_size] += np.mean([predict(view.astype(np.float32)) for view in views],
+                                                         axis=0, dtype=np.float64)
+            if progress:
+                progress.add(1)
+    return (total / len(predictors)).astype(np.float32)
 
 
 def prediction_columns(probs, probabilities=False):

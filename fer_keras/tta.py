@@ -27,14 +27,12 @@ def tta_mode(tta):
 def tta_views(images, tta=None):
     """The views of `images` (N, 48, 48, 1) that `tta` (see `tta_mode`) averages over, the faces first."""
     mode = tta_mode(tta)
-    if mode is None:
-        return [images]
     views = [images]
     if mode == "flip_rotate":
         turn = np.asarray(images, np.float32)
         views += [ndimage.rotate(turn, deg, axes=(1, 2), reshape=False, order=1, mode="nearest")
                   for deg in (ROTATION_DEG, -ROTATION_DEG)]
-    return views + [view[:, :, ::-1] for view in views]
+    return views + [view[:, :, ::-1] for view in views] if mode else views
 
 
 def add_tta_argument(parser):
