@@ -5,6 +5,8 @@ with rotations of up to 10): on PublicTest it added 0.3-1.1 points to flip TTA f
 networks (README, Results), at three times the prediction time.
 """
 
+from pathlib import Path
+
 import numpy as np
 from scipy import ndimage
 
@@ -40,3 +42,13 @@ def add_tta_argument(parser):
     parser.add_argument("--tta", nargs="?", const="flip", choices=TTA_MODES, default=None,
                         help="average over test-time views of each face: flip (the face and its mirror; a bare "
                              "--tta) or flip_rotate (both also turned by +-6 degrees: 6 views, 3x the time)")
+
+
+def bare_tta_before_file(argv):
+    """`argv` with `flip` put after a `--tta` that an existing file follows, so that a bare `--tta` may stand
+    before a command's file argument (`video --tta clip.mp4`) instead of taking the file as its mode."""
+    argv = list(argv)
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "--tta" and argv[i + 1] not in TTA_MODES and Path(argv[i + 1]).is_file():
+            return [*argv[: i + 1], "flip", *argv[i + 1 :]]
+    return argv

@@ -15,6 +15,7 @@ Without `--model`, the shipped model is used. A missing, corrupt or unsupported 
 import argparse
 import itertools
 import os
+import sys
 from pathlib import Path
 
 import cv2
@@ -29,7 +30,7 @@ from fer_keras.constants import CLASS_NAMES
 from fer_keras.detectors import DEFAULT_DETECTOR, DETECTORS
 from fer_keras.errors import VideoError
 from fer_keras.io import atomic_path, check_output
-from fer_keras.tta import add_tta_argument
+from fer_keras.tta import add_tta_argument, bare_tta_before_file
 
 COLUMNS = ["frame", "time", "x", "y", "w", "h", *CLASS_NAMES, "emotion"]
 FOURCC = "mp4v"  # MPEG-4 Part 2: the codec OpenCV's bundled FFmpeg always has for .mp4
@@ -128,7 +129,7 @@ def _parse_args(argv):
     add_tta_argument(parser)
     parser.add_argument("--detector", choices=sorted(DETECTORS), default=DEFAULT_DETECTOR,
                         help=f"face detector (default {DEFAULT_DETECTOR})")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(bare_tta_before_file(sys.argv[1:] if argv is None else argv))
     if args.every < 1:
         parser.error("--every must be at least 1")
     return args

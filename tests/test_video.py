@@ -18,7 +18,7 @@ from fer_keras.constants import CLASS_NAMES
 from fer_keras.data.synthetic import generate
 from fer_keras.detectors import iou
 from fer_keras.models import build_model
-from fer_keras.video import COLUMNS, main
+from fer_keras.video import COLUMNS, _parse_args, main
 
 FPS = 10
 SIZE = (240, 320)  # frame height, width
@@ -183,3 +183,13 @@ def test_out_under_a_file_is_one_error_line(clip, tmp_path, capsys):
         main([str(clip["video"]), "--out", str(tmp_path / "file" / "out"), "--model", str(clip["model"])])
     assert info.value.code == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_a_bare_tta_may_stand_before_the_video(clip, capsys):
+    video = str(clip["video"])
+    assert (_parse_args(["--tta", video]).tta, _parse_args(["--tta", video]).video) == ("flip", video)
+    assert _parse_args(["--tta", "flip_rotate", video]).tta == "flip_rotate"
+    assert _parse_args([video, "--tta"]).tta == "flip"
+    with pytest.raises(SystemExit) as info:
+        _parse_args(["--tta", "rotate", video])
+    assert info.value.code == 2 and "invalid choice: 'rotate'" in capsys.readouterr().err
