@@ -187,7 +187,8 @@ def test_out_under_a_file_is_one_error_line(clip, tmp_path, capsys):
 
 def test_a_bare_tta_may_stand_before_the_video(clip, capsys):
     video = str(clip["video"])
-    assert (_parse_args(["--tta", video]).tta, _parse_args(["--tta", video]).video) == ("flip", video)
+    args = _parse_args(["--tta", video])
+    assert (args.tta, args.video) == ("flip", video)
     assert _parse_args(["--tta", "flip_rotate", video]).tta == "flip_rotate"
     assert _parse_args([video, "--tta"]).tta == "flip"
     with pytest.raises(SystemExit) as info:
