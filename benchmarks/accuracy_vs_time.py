@@ -16,9 +16,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from fer_keras.evaluate import accuracy_with_tta  # noqa: E402
-from fer_keras.io import atomic_path  # noqa: E402
-from fer_keras.saving import load_keras_model  # noqa: E402
+from fer_keras.evaluation.evaluate import accuracy_with_tta  # noqa: E402
+from fer_keras.core.io import atomic_path  # noqa: E402
+from fer_keras.modelio.saving import load_keras_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TABLE = RESULTS / "recipes.csv"

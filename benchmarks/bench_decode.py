@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from fer_keras.data import load_fer2013
-from fer_keras.paths import find_real_data
+from fer_keras.core.paths import find_real_data
 
 
 def naive(path):

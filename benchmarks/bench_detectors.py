@@ -23,9 +23,9 @@ import pandas as pd
 from PIL import Image
 
 from fer_keras.data import load_fer2013
-from fer_keras.detectors import DnnDetector, HaarDetector, iou
-from fer_keras.io import atomic_path
-from fer_keras.paths import find_real_data
+from fer_keras.inference.detectors import DnnDetector, HaarDetector, iou
+from fer_keras.core.io import atomic_path
+from fer_keras.core.paths import find_real_data
 
 SCENE_SIZE = (640, 960)  # height, width: a group photo from a phone, downscaled
 # Real portraits from scikit-image, with the face boxes (x, y, w, h) annotated by hand.
@@ -167,7 +167,7 @@ def evaluate(detector, scenes):
 
 def write_picture(rgb, path, model=None):
     """The README's example: `rgb` annotated with every face EmotionRecognizer finds, as a JPEG."""
-    from fer_keras.api import EmotionRecognizer, annotate
+    from fer_keras.inference.api import EmotionRecognizer, annotate
 
     recognizer = EmotionRecognizer.load(model) if model else EmotionRecognizer()
     with atomic_path(path) as tmp:

@@ -5,10 +5,10 @@ Photos are made here: real PublicTest faces (48x48, scaled up to `--face-size` p
 smooth noisy grey background, 1 face per photo or 8 in a jittered 4x2 grid, written as JPEG to `--work`
 with `manifest.json` (where each face went, its label). Both libraries get each photo as a decoded
 array (JPEG decoding is not timed). fer finds faces with its Haar cascade; fer_keras with the API's
-default detector (`fer_keras.detectors.DEFAULT_DETECTOR`) or `--detector`.
+default detector (`fer_keras.inference.detectors.DEFAULT_DETECTOR`) or `--detector`.
 
-- fer_keras: `fer_keras.api.EmotionRecognizer.load(MODEL).detect(rgb)` for each `--model` (the shipped
-  model when none is given); where `fer_keras.api` is missing, `faces.detect_faces` + `predict.load_predictor`.
+- fer_keras: `fer_keras.inference.api.EmotionRecognizer.load(MODEL).detect(rgb)` for each `--model` (the shipped
+  model when none is given); where `fer_keras.inference.api` is missing, `faces.detect_faces` + `predict.load_predictor`.
 - fer: `FER().detect_emotions(bgr)` (its defaults: Haar cascade, the 93 KB int8 `.tflite` classifier), run
   by `--fer-python`, an interpreter of a separate environment where `fer` is installed (it needs torch
   and opencv-contrib-python, which clashes with fer_keras's opencv-python-headless), via a subprocess
@@ -42,7 +42,7 @@ from PIL import Image  # noqa: E402
 
 from fer_keras.constants import CLASS_NAMES  # noqa: E402
 from fer_keras.data import load_fer2013, split_data  # noqa: E402
-from fer_keras.paths import find_real_data  # noqa: E402
+from fer_keras.core.paths import find_real_data  # noqa: E402
 
 FACES_PER_PHOTO = (1, 8)
 DEFAULT_FER_PYTHON = "/work/fer-venv/bin/python"
@@ -145,10 +145,10 @@ def match(found, placed):
 def fer_keras_pipeline(model, detector=None):
     """(`rgb -> [(x, y, w, h, class index), ...]`, which API it uses, its face detector alone)."""
     try:
-        from fer_keras.api import EmotionRecognizer
+        from fer_keras.inference.api import EmotionRecognizer
     except ImportError:
-        from fer_keras import faces as facelib
-        from fer_keras.predict import load_predictor, predict_probabilities
+        from fer_keras.inference import faces as facelib
+        from fer_keras.inference.predict import load_predictor, predict_probabilities
 
         predict = load_predictor(model)
 
@@ -164,7 +164,7 @@ def fer_keras_pipeline(model, detector=None):
         def detect(rgb):
             return [[*box, -1] for box in facelib.detect_faces(np.asarray(Image.fromarray(rgb).convert("L")))]
 
-        return run, "faces.detect_faces + predict.load_predictor (fer_keras.api absent)", detect
+        return run, "faces.detect_faces + predict.load_predictor (fer_keras.inference.api absent)", detect
     options = {} if detector is None else {"detector": detector}
     recognizer = EmotionRecognizer(**options) if model is None else EmotionRecognizer.load(model, **options)
 
@@ -174,7 +174,7 @@ def fer_keras_pipeline(model, detector=None):
     def detect(rgb):
         return [[*map(int, box), -1] for box in recognizer.detector(rgb)]
 
-    how = "fer_keras.api.EmotionRecognizer" + (".load(MODEL)" if model else "() (shipped model)")
+    how = "fer_keras.inference.api.EmotionRecognizer" + (".load(MODEL)" if model else "() (shipped model)")
     return run, f"{how}, detector {type(recognizer.detector).__name__}", detect
 
 
@@ -230,7 +230,7 @@ def main(argv=None):
     parser.add_argument("--model", action="append",
                         help="fer_keras model (.keras, run folder, SavedModel, .tflite, or 'shipped'); repeat to "
                              "compare several (default: the shipped model)")
-    parser.add_argument("--detector", help="fer_keras's face detector (a name in fer_keras.detectors.DETECTORS; "
+    parser.add_argument("--detector", help="fer_keras's face detector (a name in fer_keras.inference.detectors.DETECTORS; "
                                            "default: the API's default)")
     parser.add_argument("--data", help="FER2013 CSV with PublicTest rows (default: FER2013_CSV / ../shared/data)")
     parser.add_argument("--fer-python", default=DEFAULT_FER_PYTHON,
@@ -279,7 +279,7 @@ def main(argv=None):
         use_fer = False
 
     results, accuracy = {}, {}
-    from fer_keras.predict import load_predictor, predict_probabilities
+    from fer_keras.inference.predict import load_predictor, predict_probabilities
 
     for model in args.model:
         if model is None:

@@ -19,7 +19,7 @@ def measure(model_name, batch_size, steps, precision, feed, data):
     import keras
     import tensorflow as tf
 
-    from fer_keras.augment import build_augmenter
+    from fer_keras.data.augment import build_augmenter
     from fer_keras.data import default_data, load_fer2013, make_dataset
     from fer_keras.models import build_model
 

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from fer_keras.constants import IMAGE_SHAPE  # noqa: E402
-from fer_keras.export import export_savedmodel  # noqa: E402
+from fer_keras.modelio.export import export_savedmodel  # noqa: E402
 from fer_keras.models import build_model  # noqa: E402
 
 SAVEDMODEL = "SavedModel serving_default"

@@ -1,7 +1,7 @@
 """TFLite variants of a trained run against its SavedModel and Keras model: file size, PublicTest
 accuracy, and per-face latency (one face at a time, warm, p50 and p95) on this CPU.
 
-Every model kind is served through `fer_keras.predict.load_predictor` (what `predict` and the API
+Every model kind is served through `fer_keras.inference.predict.load_predictor` (what `predict` and the API
 use). The model is snapshotted first (a run still training may replace `model.keras` midway); the
 TFLite files (int8 calibrated on Training faces of `--data`) and, unless the run has an up-to-date
 one, the SavedModel are written into `--work`. Latency: `--faces` single-face calls per model and
@@ -30,12 +30,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from fer_keras import tflite  # noqa: E402
+from fer_keras.modelio import tflite  # noqa: E402
 from fer_keras.data import load_fer2013, split_data  # noqa: E402
-from fer_keras.export import export_savedmodel  # noqa: E402
-from fer_keras.paths import find_real_data  # noqa: E402
-from fer_keras.predict import load_predictor, predict_probabilities  # noqa: E402
-from fer_keras.saving import is_savedmodel, load_keras_model, resolve_model_file  # noqa: E402
+from fer_keras.modelio.export import export_savedmodel  # noqa: E402
+from fer_keras.core.paths import find_real_data  # noqa: E402
+from fer_keras.inference.predict import load_predictor, predict_probabilities  # noqa: E402
+from fer_keras.modelio.saving import is_savedmodel, load_keras_model, resolve_model_file  # noqa: E402
 
 FER_SIZE = 64  # fer's classifier input
 

@@ -9,7 +9,7 @@ __all__ = ["CLASS_NAMES", "IMAGE_SHAPE", "NUM_CLASSES", "EmotionRecognizer", "__
 def __getattr__(name):
     """`fer_keras.EmotionRecognizer`, imported on first use so `import fer_keras` does not load TensorFlow."""
     if name == "EmotionRecognizer":
-        from fer_keras.api import EmotionRecognizer
+        from fer_keras.inference.api import EmotionRecognizer
 
         return EmotionRecognizer
     raise AttributeError(f"module 'fer_keras' has no attribute {name!r}")

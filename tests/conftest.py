@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_keras.paths import find_real_data
+from fer_keras.core.paths import find_real_data
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""`fer_keras.EmotionRecognizer` and `fer_keras.api.annotate` on a real photo and real (small, untrained)
+"""`fer_keras.EmotionRecognizer` and `fer_keras.inference.api.annotate` on a real photo and real (small, untrained)
 Keras models: every input form, ensembles and TTA, every model format, pluggable detectors, bad input."""
 
 import json
@@ -11,15 +11,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_keras import EmotionRecognizer, faces, pretrained
-from fer_keras.api import CLASS_COLORS, Face, annotate
+from fer_keras import EmotionRecognizer, pretrained
+
+from fer_keras.inference import faces
+from fer_keras.inference.api import CLASS_COLORS, Face, annotate
 from fer_keras.constants import CLASS_NAMES
-from fer_keras.detectors import iou
+from fer_keras.inference.detectors import iou
 from fer_keras.errors import FerError, ImageError, ModelError
-from fer_keras.export import export_savedmodel
+from fer_keras.modelio.export import export_savedmodel
 from fer_keras.models import build_model
-from fer_keras.predict import load_predictor, predict_probabilities
-from fer_keras.tflite import export_tflite
+from fer_keras.inference.predict import load_predictor, predict_probabilities
+from fer_keras.modelio.tflite import export_tflite
 
 PHOTO = Path(__file__).parent / "fixtures" / "astronaut.jpg"
 FACE = (133, 50, 71, 71)  # the astronaut's face in PHOTO, as drawn by hand and found by the detectors
@@ -51,7 +53,7 @@ def photo():
 
 
 def _crop_probabilities(path, gray, box, tta=False):
-    """What `fer_keras.predict` gives for the face `box` of `gray`: the reference for `detect`."""
+    """What `fer_keras.inference.predict` gives for the face `box` of `gray`: the reference for `detect`."""
     crop = faces.to_face(faces.crop_face(gray, box))[None]
     return predict_probabilities([load_predictor(path)], crop, tta=tta)[0]
 

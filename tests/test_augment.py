@@ -1,5 +1,5 @@
 """Augmentation presets: each changes training batches only, keeps shape and range, is seeded; the
-`python -m fer_keras.augment preview` grid."""
+`python -m fer_keras.data.augment preview` grid."""
 
 import keras
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from fer_keras.augment import (
+from fer_keras.data.augment import (
     PRESETS, CoarseDropout, RandomApply, RandomGaussianNoise, build_augmenter, main, save_augment_grid,
 )
 from fer_keras.data.pipeline import make_dataset

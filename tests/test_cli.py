@@ -13,8 +13,16 @@ from pathlib import Path
 import keras
 import pytest
 
-from fer_keras import augment, evaluate, explain, export, predict
-from fer_keras.cli import user_errors
+from fer_keras.data import augment
+
+from fer_keras.evaluation import evaluate
+
+from fer_keras.evaluation import explain
+
+from fer_keras.modelio import export
+
+from fer_keras.inference import predict
+from fer_keras.core.cli import user_errors
 from fer_keras.data import __main__ as data_cli
 from fer_keras.data.synthetic import write_synthetic_csv
 from fer_keras.errors import FerError
@@ -146,7 +154,7 @@ def test_os_errors_and_multiline_messages_are_one_line(tmp_path, capsys):
 WAITS_FOR_CTRL_C = textwrap.dedent(
     """
     import sys, time
-    from fer_keras.cli import user_errors
+    from fer_keras.core.cli import user_errors
 
     decorate = user_errors(interrupted=sys.argv[1]) if len(sys.argv) > 1 else user_errors
 

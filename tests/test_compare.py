@@ -1,11 +1,11 @@
-"""fer_keras.compare on plain runs and on a folder of runs: table, varying settings, plots."""
+"""fer_keras.evaluation.compare on plain runs and on a folder of runs: table, varying settings, plots."""
 
 import csv
 
 import pytest
 
-from fer_keras.compare import _plot_label, main
-from fer_keras.train import main as train_main
+from fer_keras.evaluation.compare import _plot_label, main
+from fer_keras.training.train import main as train_main
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,4 @@
-"""Options and config: the one option table, the generated flags of fer_keras.train and
+"""Options and config: the one option table, the generated flags of fer_keras.training.train and
 tuning.search, the resolver (with a fuzzed command line), recipes, and the optimizer, schedule and
 loss factories the options feed."""
 
@@ -11,14 +11,14 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from fer_keras import config as config_lib
-from fer_keras.config import OPTIONS, coerce, load_recipe, parse_assignments, resolve_config
+from fer_keras.training import config as config_lib
+from fer_keras.training.config import OPTIONS, coerce, load_recipe, parse_assignments, resolve_config
 from fer_keras.constants import NUM_CLASSES
 from fer_keras.errors import FerError
-from fer_keras.losses import build_loss
-from fer_keras.optim import OPTIMIZERS, LinearWarmup, build_optimizer, learning_rate
-from fer_keras.train import build_parser, main, overfit_config
-from fer_keras.training import build_compiled_model
+from fer_keras.training.losses import build_loss
+from fer_keras.training.optim import OPTIMIZERS, LinearWarmup, build_optimizer, learning_rate
+from fer_keras.training.train import build_parser, main, overfit_config
+from fer_keras.training.parts import build_compiled_model
 from tuning import search
 
 

@@ -14,7 +14,7 @@ from fer_keras.data import reader
 from fer_keras.data.__main__ import main
 from fer_keras.data.csvfile import write_csv
 from fer_keras.data.stats import conflicting_rows, dataset_stats
-from fer_keras.paths import cache_dir
+from fer_keras.core.paths import cache_dir
 
 FER2013_TRAINING_COUNTS = [3995, 436, 4097, 7215, 4830, 3171, 4965]
 

@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_keras import training
-from fer_keras.config import resolve_config
+from fer_keras.training import parts
+from fer_keras.training.config import resolve_config
 from fer_keras.constants import NUM_CLASSES
 from fer_keras.data import default_data, load_fer2013
 from fer_keras.data.csvfile import write_csv
-from fer_keras.distill import distill_targets, teacher_probabilities
-from fer_keras.predict import load_predictor, predict_probabilities
-from fer_keras.train import main, train
+from fer_keras.training.distill import distill_targets, teacher_probabilities
+from fer_keras.inference.predict import load_predictor, predict_probabilities
+from fer_keras.training.train import main, train
 
 QUICK = {"model": "tiny_cnn", "limit": 300, "epochs": 1, "batch_size": 32, "wandb": "disabled", "export": False,
          "augment": "none"}
@@ -59,8 +59,8 @@ def test_teacher_probabilities_are_flip_tta_and_soften_with_temperature(teacher_
 @pytest.mark.slow
 def test_student_trains_on_its_teachers_targets(tmp_path, teacher_run, capsys):
     cfg = quick_cfg(tmp_path / "student", teacher=[str(teacher_run)], distill_weight=1.0)
-    splits = training.load_splits(cfg)
-    train_ds, _, _ = training.make_datasets(cfg, splits)
+    splits = parts.load_splits(cfg)
+    train_ds, _, _ = parts.make_datasets(cfg, splits)
     targets = np.concatenate([y.numpy() for _, y in train_ds])
     probs = teacher_probabilities([teacher_run], splits["train"].images)
     # Shuffled, so compare as a multiset of rows: exactly the teacher's probabilities, no one-hot left.
@@ -91,7 +91,7 @@ def test_drop_conflicts_removes_every_training_row_of_a_relabelled_image(tmp_pat
     usage = np.array(["Training"] * 150 + ["PublicTest"] * 50)
     path = tmp_path / "dups.csv"
     write_csv(path, images, labels, usage)
-    kept = training.load_splits(quick_cfg(tmp_path / "run", data=str(path), limit=None, drop_conflicts=True))
+    kept = parts.load_splits(quick_cfg(tmp_path / "run", data=str(path), limit=None, drop_conflicts=True))
     assert len(kept["train"]) == 148 and len(kept["val"]) == 50
     assert "dropped 2 training faces" in capsys.readouterr().out
-    assert len(training.load_splits(quick_cfg(tmp_path / "run", data=str(path), limit=None))["train"]) == 150
+    assert len(parts.load_splits(quick_cfg(tmp_path / "run", data=str(path), limit=None))["train"]) == 150

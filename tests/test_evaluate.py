@@ -10,10 +10,10 @@ import pytest
 from fer_keras.constants import CLASS_NAMES, NUM_CLASSES
 from fer_keras.data import load_fer2013, split_data
 from fer_keras.data.synthetic import write_synthetic_csv
-from fer_keras.evaluate import evaluate_model, main, write_evaluation
-from fer_keras.metrics import compute_metrics
+from fer_keras.evaluation.evaluate import evaluate_model, main, write_evaluation
+from fer_keras.evaluation.metrics import compute_metrics
 from fer_keras.models.common import image_input, logits
-from fer_keras.plots import plot_confusion_matrix, plot_history
+from fer_keras.evaluation.plots import plot_confusion_matrix, plot_history
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -7,7 +7,7 @@ from PIL import Image
 
 from fer_keras.data.synthetic import write_synthetic_csv
 from fer_keras.errors import FerError
-from fer_keras.explain import grad_cam, main, target_layer
+from fer_keras.evaluation.explain import grad_cam, main, target_layer
 from fer_keras.models import build_model, list_models
 from fer_keras.models.common import image_input, logits
 

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from fer_keras.constants import CLASS_NAMES, IMAGE_SHAPE
-from fer_keras.export import export_savedmodel, main
+from fer_keras.modelio.export import export_savedmodel, main
 from fer_keras.models import build_model
 from fer_keras.models.common import image_input, logits
 
@@ -193,7 +193,7 @@ def test_cli_reports_missing_model(tmp_path, capsys):
 KILLED_EXPORT = textwrap.dedent(
     """
     import os, signal, sys
-    from fer_keras import export
+    from fer_keras.modelio import export
     from fer_keras.models import build_model
 
     export._replace_dir = lambda src, dst: os.kill(os.getpid(), signal.SIGKILL)

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from fer_keras import faces
+from fer_keras.inference import faces
 from fer_keras.constants import NUM_PIXELS
 from fer_keras.data import FERData, reader
 from fer_keras.data.__main__ import main

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from fer_keras import precision
-from fer_keras.config import resolve_config
-from fer_keras.precision import cpu_flags, machine_summary, native_bfloat16, resolve_precision
-from fer_keras.train import train
+from fer_keras.training import precision
+from fer_keras.training.config import resolve_config
+from fer_keras.training.precision import cpu_flags, machine_summary, native_bfloat16, resolve_precision
+from fer_keras.training.train import train
 
 AVX2 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\nprocessor\t: 1\nflags\t\t: fpu sse2 avx avx2 fma\n"
 BF16 = AVX2.replace("fma", "fma avx512f avx512_bf16")

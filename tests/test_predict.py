@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from fer_keras.constants import CLASS_NAMES, IMAGE_SHAPE
-from fer_keras.export import export_savedmodel
+from fer_keras.modelio.export import export_savedmodel
 from fer_keras.models import build_model
-from fer_keras.predict import load_predictor, main, predict_probabilities
-from fer_keras.saving import load_keras_model
-from fer_keras.tflite import export_tflite
+from fer_keras.inference.predict import load_predictor, main, predict_probabilities
+from fer_keras.modelio.saving import load_keras_model
+from fer_keras.modelio.tflite import export_tflite
 
 
 @pytest.fixture(scope="module")

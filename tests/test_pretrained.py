@@ -12,7 +12,7 @@ from fer_keras import pretrained
 from fer_keras.data import default_data, load_fer2013, split_data
 from fer_keras.errors import FerError
 from fer_keras.pretrained.__main__ import main
-from fer_keras.train import main as train_main
+from fer_keras.training.train import main as train_main
 
 SHIPPED = sorted(pretrained.cards())
 
@@ -89,8 +89,8 @@ def test_missing_models_say_what_is_shipped(package_dir, capsys):
 
 
 def test_predict_and_explain_use_the_shipped_model_when_no_model_is_given(tmp_path, capsys):
-    from fer_keras.explain import main as explain_main
-    from fer_keras.predict import main as predict_main
+    from fer_keras.evaluation.explain import main as explain_main
+    from fer_keras.inference.predict import main as predict_main
 
     photo = Path(__file__).parent / "fixtures" / "astronaut.jpg"
     assert predict_main(["--images", str(photo), "--detect-faces", "--out", str(tmp_path / "p.csv")]) == 0

@@ -21,8 +21,8 @@ import pytest
 import requests
 from PIL import Image, ImageOps
 
-from fer_keras import faces as facelib
-from fer_keras import serve
+from fer_keras.inference import faces as facelib
+from fer_keras.inference import serve
 from fer_keras.constants import CLASS_NAMES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,7 +45,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A run folder of tiny_cnn trained for one epoch on 400 synthetic faces (a few seconds)."""
-    from fer_keras import train
+    from fer_keras.training import train
 
     out = tmp_path_factory.mktemp("serve") / "tiny"
     with pytest.MonkeyPatch.context() as env:  # the conftest's environment is per test; this runs before it

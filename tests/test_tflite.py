@@ -10,14 +10,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fer_keras import export, tflite, train
+from fer_keras.modelio import export
+
+from fer_keras.modelio import tflite
+
+from fer_keras.training import train
 from fer_keras.constants import IMAGE_SHAPE
 from fer_keras.data import default_data, load_fer2013, split_data
 from fer_keras.errors import FerError
 from fer_keras.models import build_model
 from fer_keras.models.common import image_input, logits
-from fer_keras.predict import load_predictor
-from fer_keras.saving import float32_model, load_keras_model
+from fer_keras.inference.predict import load_predictor
+from fer_keras.modelio.saving import float32_model, load_keras_model
 
 
 @pytest.fixture(scope="module")

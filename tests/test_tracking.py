@@ -9,11 +9,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fer_keras import runner, tracking, training
-from fer_keras.config import resolve_config
+from fer_keras.training import runner
+
+from fer_keras.training import tracking
+
+from fer_keras.training import parts
+from fer_keras.training.config import resolve_config
 from fer_keras.constants import CLASS_NAMES, NUM_CLASSES
 from fer_keras.data.ferdata import FERData
-from fer_keras.evaluate import evaluate_model
+from fer_keras.evaluation.evaluate import evaluate_model
 from fer_keras.models import build_model
 from fer_keras.models.common import image_input, logits
 from wandb_offline import logged_file, read_offline_run, read_table
@@ -182,7 +186,7 @@ def test_training_run_logs_its_views(tmp_path):
     epochs = [row for row in logged["history"] if "epoch/train_val_gap" in row]
     assert len(epochs) == 1
     assert {"model_summary", "samples", "grad_cam", "params"} <= logged["summary"].keys()
-    public_test = training.load_splits(cfg)["val"]  # usage split: val is PublicTest (29 faces here)
+    public_test = parts.load_splits(cfg)["val"]  # usage split: val is PublicTest (29 faces here)
     assert logged["summary"]["samples_from"] == "PublicTest"
     assert len(read_table(logged, logged["summary"]["samples"])) == min(len(public_test), tracking.SAMPLE_FACES)
 

@@ -1,4 +1,4 @@
-"""Training runs through fer_keras.train and the one orchestrator (fer_keras.runner): full runs on
+"""Training runs through fer_keras.training.train and the one orchestrator (fer_keras.training.runner): full runs on
 synthetic and real data, what each option changes, resume after a kill, NaN stop, one process per
 run folder, runs that fail early, and tf.distribute strategies. Option and config tests are in
 test_config.py."""
@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fer_keras import training
-from fer_keras.callbacks import read_history, training_callbacks
-from fer_keras.config import resolve_config
+from fer_keras.training import parts
+from fer_keras.training.callbacks import read_history, training_callbacks
+from fer_keras.training.config import resolve_config
 from fer_keras.constants import NUM_CLASSES
 from fer_keras.data import default_data, load_fer2013
 from fer_keras.errors import FerError
-from fer_keras.losses import build_loss
-from fer_keras.saving import load_keras_model
-from fer_keras.train import main, train
+from fer_keras.training.losses import build_loss
+from fer_keras.modelio.saving import load_keras_model
+from fer_keras.training.train import main, train
 from wandb_offline import read_offline_run
 
 # Small and fast: every training test runs on a few hundred synthetic faces.
@@ -77,7 +77,7 @@ def test_end_to_end_on_synthetic_data(tmp_path, monkeypatch, capsys):
     # The checkpoint is the best epoch and reproduces the validation accuracy.
     model = load_keras_model(out / "model.keras")
     assert metrics["params"] == model.count_params()
-    val = training.load_splits(cfg)["val"]
+    val = parts.load_splits(cfg)["val"]
     accuracy = float(np.mean(model.predict(val.images, verbose=0).argmax(1) == val.labels))
     assert accuracy == pytest.approx(metrics["val"]["accuracy"])
     assert accuracy == pytest.approx(max(float(r["val_accuracy"]) for r in rows), abs=1e-6)
@@ -150,7 +150,7 @@ def test_training_options_change_what_is_trained(tmp_path):
     assert float(half["loss"]) / float(focal["loss"]) == pytest.approx(0.5, rel=0.1)
     # MixUp: the run's training batches carry soft labels.
     cfg = quick_cfg(tmp_path, mixup=1.0)
-    _, labels = next(iter(training.make_datasets(cfg, training.load_splits(cfg))[0]))
+    _, labels = next(iter(parts.make_datasets(cfg, parts.load_splits(cfg))[0]))
     assert labels.numpy().max(axis=1).mean() < 0.9 and labels.numpy().sum(axis=1) == pytest.approx(1.0)
 
 
@@ -160,7 +160,7 @@ def test_weight_averaging_validates_and_saves_the_averaged_weights(tmp_path):
     _, rows = read_history(Path(cfg["out"]) / "history.csv")
     best = max(rows, key=lambda r: float(r["val_accuracy"]))
     # The checkpoint holds the averaged weights that validation scored, not the training weights.
-    val = training.load_splits(cfg)["val"]
+    val = parts.load_splits(cfg)["val"]
     logits = load_keras_model(Path(cfg["out"]) / "model.keras").predict(val.images, verbose=0)
     assert float(np.mean(logits.argmax(1) == val.labels)) == pytest.approx(float(best["val_accuracy"]), abs=1e-6)
     loss = build_loss(cfg)(keras.ops.one_hot(val.labels, NUM_CLASSES), logits)
@@ -169,14 +169,14 @@ def test_weight_averaging_validates_and_saves_the_averaged_weights(tmp_path):
 
 def test_class_weights_go_to_fit(tmp_path):
     cfg = quick_cfg(tmp_path, class_weight="balanced")
-    splits = training.load_splits(cfg)
-    train_ds, _, fit_kwargs = training.make_datasets(cfg, splits)
+    splits = parts.load_splits(cfg)
+    train_ds, _, fit_kwargs = parts.make_datasets(cfg, splits)
     from fer_keras.data import class_weights
 
     assert fit_kwargs["class_weight"] == class_weights(splits["train"].labels)
     assert len(next(iter(train_ds))) == 2  # (images, labels): Keras adds the sample weights
-    assert training.make_datasets(quick_cfg(tmp_path), splits)[2]["class_weight"] is None
-    steps = training.steps_per_epoch(cfg, splits)
+    assert parts.make_datasets(quick_cfg(tmp_path), splits)[2]["class_weight"] is None
+    steps = parts.steps_per_epoch(cfg, splits)
     assert int(train_ds.cardinality()) == steps == int(np.ceil(len(splits["train"]) / 32))
 
 
@@ -198,7 +198,7 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path, capsys):
 
 
 def _error_line(capsys, argv):
-    """Run fer_keras.train; assert exit 2 with one `error:` line and return it."""
+    """Run fer_keras.training.train; assert exit 2 with one `error:` line and return it."""
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     err = capsys.readouterr().err
@@ -234,7 +234,7 @@ def test_a_complete_run_stays_complete(tmp_path, capsys):
 
 
 def _start_and_wait_for_first_epoch(args, history, **popen):
-    """A `fer_keras.train` process past its first epoch (its history row written)."""
+    """A `fer_keras.training.train` process past its first epoch (its history row written)."""
     proc = subprocess.Popen(cli(*args), stdout=subprocess.DEVNULL, **popen)
     deadline = time.time() + 240
     while not read_history(history)[1] and proc.poll() is None and time.time() < deadline:
@@ -255,7 +255,7 @@ def test_one_process_per_run_folder_and_no_stale_lock(tmp_path, capsys):
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    from fer_keras.lock import folder_lock
+    from fer_keras.core.lock import folder_lock
 
     with folder_lock(out):  # the killed process left no lock behind
         pass
@@ -291,9 +291,9 @@ def test_fer2013_csv_selects_the_data_when_no_data_is_given(tmp_path, monkeypatc
 def test_nan_epoch_keeps_last_good_checkpoint(tmp_path):
     cfg = quick_cfg(tmp_path, epochs=2)
     out = Path(cfg["out"])
-    splits = training.load_splits(cfg)
-    train_ds, val_ds, _ = training.make_datasets(cfg, splits)
-    model, _ = training.build_compiled_model(cfg, training.steps_per_epoch(cfg, splits))
+    splits = parts.load_splits(cfg)
+    train_ds, val_ds, _ = parts.make_datasets(cfg, splits)
+    model, _ = parts.build_compiled_model(cfg, parts.steps_per_epoch(cfg, splits))
     fit = {"validation_data": val_ds, "shuffle": False, "verbose": 0}
     model.fit(train_ds, epochs=1, callbacks=training_callbacks(cfg, out), **fit)
     good = (out / "model.keras").read_bytes()
@@ -497,18 +497,18 @@ def test_multi_worker_training_with_two_workers_resumes_after_a_kill(tmp_path, f
     assert logged[-(4 - resume_at):] == pytest.approx([float(r["loss"]) for r in chief_rows[resume_at:]])
 
 
-# Keras `fit` under MultiWorkerMirroredStrategy without fer_keras.multi_worker's fix. If this ever
+# Keras `fit` under MultiWorkerMirroredStrategy without fer_keras.training.multi_worker's fix. If this ever
 # prints MULTI_WORKER_FIT_OK, Keras has fixed keras-team/keras#20585: drop the fix.
 UNFIXED_MULTI_WORKER_SCRIPT = """
 import tensorflow as tf
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
-from fer_keras import training
-from fer_keras.config import resolve_config
+from fer_keras.training import parts
+from fer_keras.training.config import resolve_config
 cfg = resolve_config({"model": "tiny_cnn", "limit": 128, "epochs": 1, "batch_size": 32})
-splits = training.load_splits(cfg)
-train_ds, val_ds, fit_kwargs = training.make_datasets(cfg, splits)
+splits = parts.load_splits(cfg)
+train_ds, val_ds, fit_kwargs = parts.make_datasets(cfg, splits)
 with strategy.scope():
-    model, _ = training.build_compiled_model(cfg, training.steps_per_epoch(cfg, splits))
+    model, _ = parts.build_compiled_model(cfg, parts.steps_per_epoch(cfg, splits))
 model.fit(train_ds, validation_data=val_ds, verbose=0, **fit_kwargs)
 print("MULTI_WORKER_FIT_OK")
 """

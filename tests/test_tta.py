@@ -1,4 +1,4 @@
-"""Test-time augmentation views (fer_keras.tta): which views each mode makes, and that they are what they say."""
+"""Test-time augmentation views (fer_keras.inference.tta): which views each mode makes, and that they are what they say."""
 
 import keras
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 
 from fer_keras.errors import FerError
 from fer_keras.models import build_model
-from fer_keras.predict import keras_predictor, predict_probabilities
-from fer_keras.tta import TTA_MODES, tta_mode, tta_views
+from fer_keras.inference.predict import keras_predictor, predict_probabilities
+from fer_keras.inference.tta import TTA_MODES, tta_mode, tta_views
 
 
 def _dot(y, x):

@@ -9,9 +9,9 @@ from pathlib import Path
 import keras_tuner as kt
 import pytest
 
-from fer_keras import config as config_lib
+from fer_keras.training import config as config_lib
 from wandb_offline import read_offline_run
-from fer_keras import train as train_cli
+from fer_keras.training import train as train_cli
 from fer_keras.errors import FerError
 from fer_keras.models import default_hparams, list_models
 from tuning import search, spaces
@@ -134,7 +134,7 @@ def test_cli_rejects_a_name_that_is_no_folder(tmp_path, capsys):
 
 
 def test_a_search_folder_in_use_is_refused(tmp_path, capsys):
-    from fer_keras.lock import folder_lock
+    from fer_keras.core.lock import folder_lock
 
     with folder_lock(tmp_path / "s", "search"), pytest.raises(SystemExit) as exit_info:
         search.main(["--max-epochs", "2", "--out", str(tmp_path), "--name", "s", *TINY])

@@ -13,12 +13,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fer_keras import EmotionRecognizer, faces
+from fer_keras import EmotionRecognizer
+
+from fer_keras.inference import faces
 from fer_keras.constants import CLASS_NAMES
 from fer_keras.data.synthetic import generate
-from fer_keras.detectors import iou
+from fer_keras.inference.detectors import iou
 from fer_keras.models import build_model
-from fer_keras.video import COLUMNS, _parse_args, main
+from fer_keras.inference.video import COLUMNS, _parse_args, main
 
 FPS = 10
 SIZE = (240, 320)  # frame height, width

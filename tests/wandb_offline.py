@@ -13,7 +13,7 @@ import struct
 import zlib
 from pathlib import Path
 
-from fer_keras.tracking import ID_FILE
+from fer_keras.training.tracking import ID_FILE
 
 _FILE_HEADER = struct.pack("<4sHB", b":W&B", 0xBEE1, 0)
 _BLOCK = 32768

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from fer_keras.compare import find_runs, searched_values, setting_label
-from fer_keras.io import atomic_path, write_text
-from fer_keras.runner import CONFIG_FILE, METRICS_FILE
-from fer_keras.tables import markdown_table
+from fer_keras.evaluation.compare import find_runs, searched_values, setting_label
+from fer_keras.core.io import atomic_path, write_text
+from fer_keras.training.runner import CONFIG_FILE, METRICS_FILE
+from fer_keras.core.tables import markdown_table
 
 SCORES = ("train_accuracy", "val_accuracy", "test_accuracy")
 COLUMNS = ("series", "setting", "reported", "val_accuracy", "test_accuracy", "train_accuracy",

@@ -10,12 +10,12 @@ import json
 import re
 from pathlib import Path
 
-from fer_keras import config as config_lib
-from fer_keras.cli import ArgumentParser, keras_verbosity, user_errors
-from fer_keras.distribute import STRATEGIES, get_strategy
+from fer_keras.training import config as config_lib
+from fer_keras.core.cli import ArgumentParser, keras_verbosity, user_errors
+from fer_keras.training.distribute import STRATEGIES, get_strategy
 from fer_keras.errors import FerError
-from fer_keras.io import write_json
-from fer_keras.lock import folder_lock
+from fer_keras.core.io import write_json
+from fer_keras.core.lock import folder_lock
 from tuning import distributed
 from tuning.spaces import SearchSpace
 from tuning.summary import STATE_FILE, write_summary
@@ -33,8 +33,8 @@ def build_parser():
     parser = ArgumentParser(
         prog="python -m tuning.search",
         description="Search hyperparameters of a fer_keras model with KerasTuner; every trial trains "
-        "like fer_keras.train and is its own W&B run. Rerun the same command to resume. The base "
-        "config resolves like fer_keras.train's: defaults < --recipe < --config < --set < flags.",
+        "like fer_keras.training.train and is its own W&B run. Rerun the same command to resume. The base "
+        "config resolves like fer_keras.training.train's: defaults < --recipe < --config < --set < flags.",
     )
     search = parser.add_argument_group("search")
     search.add_argument("--model", nargs="+", metavar="NAME", dest="models",
@@ -66,7 +66,7 @@ def build_parser():
 
 
 def base_config(args):
-    """The base config, resolved like `fer_keras.train`'s, with the first --model (or grid model)."""
+    """The base config, resolved like `fer_keras.training.train`'s, with the first --model (or grid model)."""
     flags, config_file, assignments = config_lib.options_from_args(args)
     models = parse_grid(args.grid).get("model") or args.models
     if models:

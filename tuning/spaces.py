@@ -9,11 +9,11 @@ searched keeps the base config's value; each searched value defaults to it too.
 import itertools
 from dataclasses import asdict, dataclass
 
-from fer_keras import config as config_lib
+from fer_keras.training import config as config_lib
 from fer_keras.errors import FerError
 from fer_keras.models import default_hparams, list_models
 from fer_keras.models.registry import check_hparams
-from fer_keras.optim import OPTIMIZERS
+from fer_keras.training.optim import OPTIMIZERS
 
 # Training-config dimensions: candidate values (the base value is always added).
 WEIGHT_DECAYS = (0.0, 1e-5, 1e-4, 1e-3, 1e-2)
@@ -213,7 +213,7 @@ class VariantSpace(SearchSpace):
     times exact `grid` values and `repeats` seeds, over a study-wide `layer`; `fixed` (the budget's
     data limit) goes over every variant.
 
-    A trial's config resolves like `fer_keras.train`'s, with the study layer as the config file and
+    A trial's config resolves like `fer_keras.training.train`'s, with the study layer as the config file and
     the variant, the fixed keys, its grid values and its seed on the command line.
     """
 

@@ -2,7 +2,7 @@
 
 `python -m tuning.study run FILE [--data PATH] [--budget quick|full] [--repeats N] [--out DIR]` runs
 every series of a study file (YAML) as a grid search in DIR/STUDY/SERIES (resumable and distributed
-like `tuning.search`), then compares each series' runs and all of them (`fer_keras.compare`), and
+like `tuning.search`), then compares each series' runs and all of them (`fer_keras.evaluation.compare`), and
 puts the project's reported figures beside the measured ones (DIR/STUDY/claims.md, `tuning.claims`).
 `--epochs N` and `--limit N` shrink the budget (a smoke test of a study: with no --data, on the
 synthetic set).
@@ -24,12 +24,12 @@ from pathlib import Path
 
 import yaml
 
-from fer_keras import config as config_lib
-from fer_keras import tracking
-from fer_keras.cli import ArgumentParser, user_errors
-from fer_keras.compare import compare, setting_label
+from fer_keras.training import config as config_lib
+from fer_keras.training import tracking
+from fer_keras.core.cli import ArgumentParser, user_errors
+from fer_keras.evaluation.compare import compare, setting_label
 from fer_keras.errors import FerError
-from fer_keras.io import atomic_path
+from fer_keras.core.io import atomic_path
 from tuning import distributed
 from tuning.claims import write_claims
 from tuning.search import search_space, search_state
@@ -78,7 +78,7 @@ def load_study(path):
 
 
 def series_settings(series):
-    """The settings of a series as `fer_keras.compare.setting_label` names its runs: variant (when
+    """The settings of a series as `fer_keras.evaluation.compare.setting_label` names its runs: variant (when
     there are several) and grid values, joined by "/"."""
     variants = list(series.get("variants") or {})
     dims = [variants] if len(variants) > 1 else []

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from keras_tuner.engine.trial import Trial
 
-from fer_keras.cli import ArgumentParser, user_errors
+from fer_keras.core.cli import ArgumentParser, user_errors
 from fer_keras.errors import FerError
-from fer_keras.io import atomic_path, write_json, write_text
-from fer_keras.runner import METRICS_FILE
-from fer_keras.tables import fmt, markdown_table
+from fer_keras.core.io import atomic_path, write_json, write_text
+from fer_keras.training.runner import METRICS_FILE
+from fer_keras.core.tables import fmt, markdown_table
 from tuning.spaces import SearchSpace
 from tuning.tuner import RUN_FILE
 

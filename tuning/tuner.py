@@ -1,4 +1,4 @@
-"""The KerasTuner hypermodel and tuners: every trial is a `fer_keras.runner.run_training` run.
+"""The KerasTuner hypermodel and tuners: every trial is a `fer_keras.training.runner.run_training` run.
 
 A trial trains exactly like `python -m fer_keras.train` (same datasets, model, optimizer, schedule,
 run-folder callbacks and record) with its trial folder as run folder, as its own W&B run. Only the
@@ -15,12 +15,13 @@ import keras
 import keras_tuner as kt
 from keras_tuner.src.engine.tuner_utils import TunerCallback
 
-from fer_keras import callbacks as cb
-from fer_keras import runner, training
+from fer_keras.training import callbacks as cb
+from fer_keras.training import runner
+from fer_keras.training import parts
 from fer_keras.errors import DivergedError
-from fer_keras.io import write_json, write_text
-from fer_keras.saving import MODEL_FILE, load_keras_model
-from fer_keras.tracking import ID_FILE
+from fer_keras.core.io import write_json, write_text
+from fer_keras.modelio.saving import MODEL_FILE, load_keras_model
+from fer_keras.training.tracking import ID_FILE
 
 # kt.Objective with explicit directions: a bare "val_f1_score" would be minimised.
 OBJECTIVES = {name: kt.Objective(name, "max") for name in ("val_accuracy", "val_f1_score")}
@@ -41,7 +42,7 @@ class FerHyperModel(kt.HyperModel):
         never reads it; a study's repeats with other seeds sample their --limit anew)."""
         key = json.dumps({k: cfg[k] for k in DATA_KEYS}, sort_keys=True)
         if key not in self._splits:
-            self._splits[key] = training.load_splits(cfg)
+            self._splits[key] = parts.load_splits(cfg)
         return self._splits[key]
 
     def declare_hyperparameters(self, hp):
@@ -54,7 +55,7 @@ class FerHyperModel(kt.HyperModel):
     def build(self, hp):
         cfg = self.trial_config(hp)
         splits = self.splits_for(cfg)
-        return training.build_compiled_model(cfg, training.steps_per_epoch(cfg, splits), splits["train"].labels)[0]
+        return parts.build_compiled_model(cfg, parts.steps_per_epoch(cfg, splits), splits["train"].labels)[0]
 
 
 # Config keys that decide which faces a trial trains and validates on.

@@ -7,12 +7,12 @@ input file without its .csv/.gz suffixes (`fer2013.csv.gz` -> `fer2013_stats/`).
 import argparse
 from pathlib import Path
 
-from fer_keras.cli import ArgumentParser, user_errors
+from fer_keras.core.cli import ArgumentParser, user_errors
 from fer_keras.data.plots import plot_class_distribution, plot_samples
 from fer_keras.data.reader import load_fer2013
 from fer_keras.data.stats import dataset_stats, format_stats
 from fer_keras.data.synthetic import DEFAULT_N, write_synthetic_csv
-from fer_keras.io import check_output
+from fer_keras.core.io import check_output
 
 
 def _positive(text):

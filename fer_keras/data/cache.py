@@ -1,4 +1,4 @@
-"""Decode cache keyed on a file's content (SHA-256 of its bytes), under `fer_keras.paths.cache_dir()`.
+"""Decode cache keyed on a file's content (SHA-256 of its bytes), under `fer_keras.core.paths.cache_dir()`.
 
 An entry is `<key>.images.npy` (uncompressed, so a warm load is one read) plus `<key>.meta.npz`
 (labels, Usage, file lines, bad rows), each written atomically, the meta file last: an entry
@@ -12,8 +12,8 @@ import zipfile
 
 import numpy as np
 
-from fer_keras.io import atomic_path
-from fer_keras.paths import cache_dir
+from fer_keras.core.io import atomic_path
+from fer_keras.core.paths import cache_dir
 
 FORMAT = 2  # bump when the decoded arrays change meaning, to retire old entries
 

@@ -6,7 +6,7 @@ import numpy as np
 from isal import igzip
 
 from fer_keras.constants import NUM_PIXELS
-from fer_keras.io import atomic_path
+from fer_keras.core.io import atomic_path
 
 _ROWS_PER_BATCH = 2048
 _TOKENS = [b"%d " % v for v in range(256)]

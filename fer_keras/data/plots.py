@@ -5,7 +5,7 @@ from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global fig
 
 from fer_keras.constants import CLASS_NAMES, NUM_CLASSES
 from fer_keras.data.stats import split_names, split_rows
-from fer_keras.io import atomic_path
+from fer_keras.core.io import atomic_path
 
 
 def plot_class_distribution(data, path):

@@ -34,7 +34,7 @@ def load_fer2013(path, skip_bad=False):
     Bad rows raise `DataError` naming the file, the line and what is wrong; with `skip_bad=True`
     they are dropped instead, listed in `.problems` (counted by reason in `.skipped`), and a warning
     line is printed. `.lines` gives the file line of every row kept.
-    The result is cached by file content under `fer_keras.paths.cache_dir()`.
+    The result is cached by file content under `fer_keras.core.paths.cache_dir()`.
     """
     path = Path(path).expanduser()
     key = cache.file_key(path)

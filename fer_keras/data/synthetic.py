@@ -14,7 +14,7 @@ import numpy as np
 from fer_keras.constants import IMAGE_SIZE, NUM_CLASSES
 from fer_keras.data.csvfile import write_csv
 from fer_keras.errors import FerError
-from fer_keras.paths import cache_dir
+from fer_keras.core.paths import cache_dir
 
 VERSION = 2  # bump when the drawing changes, so default_data regenerates
 DEFAULT_N = 6000  # 4,800 Training faces: an epoch of a small CNN takes seconds on 2 CPU cores

@@ -1,6 +1,6 @@
 """`python -m fer_keras.models [NAMES] [--markdown]`: the architecture table (README source)."""
 
-from fer_keras.cli import ArgumentParser, user_errors
+from fer_keras.core.cli import ArgumentParser, user_errors
 from fer_keras.errors import FerError
 from fer_keras.models import list_models
 from fer_keras.models.profile import profile

@@ -35,7 +35,7 @@ def model_path(name=None):
 
 def load(name=None):
     """Shipped model `name` (default: the best single network) as a Keras model, loaded in safe mode."""
-    from fer_keras.saving import load_keras_model
+    from fer_keras.modelio.saving import load_keras_model
 
     return load_keras_model(model_path(name))
 

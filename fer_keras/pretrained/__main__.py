@@ -8,10 +8,10 @@ from pathlib import Path
 
 
 from fer_keras import pretrained
-from fer_keras.cli import ArgumentParser, user_errors
+from fer_keras.core.cli import ArgumentParser, user_errors
 from fer_keras.constants import CLASS_NAMES
 from fer_keras.errors import FerError
-from fer_keras.io import atomic_path, write_json
+from fer_keras.core.io import atomic_path, write_json
 
 DATA_NOTE = ("FER2013 (Goodfellow et al., 2013, https://arxiv.org/abs/1307.0414), Training rows; selected on "
              "PublicTest. FER2013 is distributed for research use: check its terms before any other use.")
@@ -42,9 +42,9 @@ def add(run_dir, name, command, description, data=None, shipped_by=None, machine
     `shipped_by`: the command line that ships it, recorded on the card; `machine`: what it trained
     on (default: what the run recorded)."""
     from fer_keras.data import default_data
-    from fer_keras.evaluate import accuracy_with_tta
-    from fer_keras.runner import CONFIG_FILE, METRICS_FILE
-    from fer_keras.saving import MODEL_FILE, float32_model, load_keras_model
+    from fer_keras.evaluation.evaluate import accuracy_with_tta
+    from fer_keras.training.runner import CONFIG_FILE, METRICS_FILE
+    from fer_keras.modelio.saving import MODEL_FILE, float32_model, load_keras_model
 
     run_dir = Path(run_dir)
     if not (run_dir / METRICS_FILE).exists():

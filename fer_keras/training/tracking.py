@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_keras.constants import CLASS_NAMES, NUM_CLASSES
-from fer_keras.io import write_text
+from fer_keras.core.io import write_text
 
 # wandb is imported inside the guarded functions: even a broken install must not stop training.
 
@@ -156,7 +156,7 @@ def log_results(run, results, model_path=None, extra=None):
         return
     import wandb
 
-    from fer_keras.metrics import train_val_gap
+    from fer_keras.evaluation.metrics import train_val_gap
 
     summary = {f"{split}/{key}": m[key] for split, m in results.items()
                for key in ("accuracy", "macro_f1", "loss", "macro_precision", "macro_recall")}
@@ -229,7 +229,7 @@ def log_samples(run, model, faces, source):
         return
     import wandb
 
-    from fer_keras.predict import keras_predictor
+    from fer_keras.inference.predict import keras_predictor
 
     probs = keras_predictor(model)(faces.images.astype(np.float32))
     table = wandb.Table(columns=["image", "true", "predicted", "confidence", "correct"])
@@ -249,7 +249,7 @@ def log_grad_cam(run, model, faces):
         return
     import wandb
 
-    from fer_keras.explain import feature_layers, grad_cam
+    from fer_keras.evaluation.explain import feature_layers, grad_cam
 
     if not feature_layers(model):
         return
@@ -291,7 +291,7 @@ def _classes_in_turn(labels, n, seed):
 
 @_guarded()
 def log_comparison(out, *, study, series=None, mode="auto", project=None):
-    """Log the comparison `fer_keras.compare.compare` wrote in `out` as a short W&B run (job_type
+    """Log the comparison `fer_keras.evaluation.compare.compare` wrote in `out` as a short W&B run (job_type
     "compare", group `study`): Tables "comparison" (and "comparison_over_seeds"), its plots as images."""
     import pandas as pd
     import wandb

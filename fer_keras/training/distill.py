@@ -1,12 +1,12 @@
 """Knowledge distillation (Hinton et al. 2015, https://arxiv.org/abs/1503.02531): a student learns
 from targets that blend each face's label with its teachers' probabilities, so one network can
-approach an ensemble's accuracy. The teachers (any models `fer_keras.predict` loads; several are an
+approach an ensemble's accuracy. The teachers (any models `fer_keras.inference.predict` loads; several are an
 ensemble) label the training faces once, with flip TTA, before training starts."""
 
 import numpy as np
 
 from fer_keras.constants import NUM_CLASSES
-from fer_keras.predict import load_predictor, predict_probabilities
+from fer_keras.inference.predict import load_predictor, predict_probabilities
 
 
 def teacher_probabilities(paths, images, temperature=1.0, batch_size=256):

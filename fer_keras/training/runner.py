@@ -1,4 +1,4 @@
-"""One training run, whoever starts it: `fer_keras.train` and every tuning trial call `run_training`.
+"""One training run, whoever starts it: `fer_keras.training.train` and every tuning trial call `run_training`.
 
 It locks the run folder, resumes or refuses what the folder holds, trains with the run-folder
 callbacks (best checkpoint, history, backup, early stop, NaN stop) and W&B, then evaluates the best
@@ -15,20 +15,21 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from fer_keras import callbacks as cb
-from fer_keras import tracking, training
-from fer_keras.cli import keras_verbosity
-from fer_keras.config import RESUMABLE
-from fer_keras.distribute import check_even_batches
+from fer_keras.training import callbacks as cb
+from fer_keras.training import tracking
+from fer_keras.training import parts
+from fer_keras.core.cli import keras_verbosity
+from fer_keras.training.config import RESUMABLE
+from fer_keras.training.distribute import check_even_batches
 from fer_keras.errors import DivergedError, FerError
-from fer_keras.evaluate import evaluate_model, write_evaluation
-from fer_keras.export import export_savedmodel
-from fer_keras.io import write_json
-from fer_keras.lock import folder_lock
+from fer_keras.evaluation.evaluate import evaluate_model, write_evaluation
+from fer_keras.modelio.export import export_savedmodel
+from fer_keras.core.io import write_json
+from fer_keras.core.lock import folder_lock
 from fer_keras.models.profile import count_macs
-from fer_keras.plots import plot_history
-from fer_keras.precision import machine_summary
-from fer_keras.saving import MODEL_FILE, load_keras_model
+from fer_keras.evaluation.plots import plot_history
+from fer_keras.training.precision import machine_summary
+from fer_keras.modelio.saving import MODEL_FILE, load_keras_model
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -54,14 +55,14 @@ def run_training(cfg, run_dir, *, strategy=None, splits=None, initial_weights=No
             print(f"run {run_dir} is already complete ({METRICS_FILE}); use another output folder to train again")
             return finished
         write_json(run_dir / CONFIG_FILE, cfg)
-        splits = splits if splits is not None else training.load_splits(cfg)
+        splits = splits if splits is not None else parts.load_splits(cfg)
         strategy = strategy or tf.distribute.get_strategy()
         check_even_batches(strategy, cfg["batch_size"], {k: len(splits[k]) for k in ("train", "val")})
         keras.utils.set_random_seed(cfg["seed"])
-        train_ds, val_ds, fit_kwargs = training.make_datasets(cfg, splits)
+        train_ds, val_ds, fit_kwargs = parts.make_datasets(cfg, splits)
         with strategy.scope():
-            model, schedule_callbacks = training.build_compiled_model(
-                cfg, training.steps_per_epoch(cfg, splits), splits["train"].labels
+            model, schedule_callbacks = parts.build_compiled_model(
+                cfg, parts.steps_per_epoch(cfg, splits), splits["train"].labels
             )
             if initial_weights is not None:
                 model.load_weights(initial_weights)

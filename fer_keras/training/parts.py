@@ -1,5 +1,5 @@
-"""The pieces of a training run (data, pipelines, compiled model) that `fer_keras.runner` puts
-together for `fer_keras.train` and every tuning trial."""
+"""The pieces of a training run (data, pipelines, compiled model) that `fer_keras.training.runner` puts
+together for `fer_keras.training.train` and every tuning trial."""
 
 import math
 
@@ -7,16 +7,16 @@ import keras
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from fer_keras.augment import build_augmenter
-from fer_keras.config import DATA_ENV
+from fer_keras.data.augment import build_augmenter
+from fer_keras.training.config import DATA_ENV
 from fer_keras.data import class_weights, default_data, load_fer2013, make_dataset, split_data
 from fer_keras.data.stats import conflicting_rows
-from fer_keras.distill import soft_targets
+from fer_keras.training.distill import soft_targets
 from fer_keras.errors import FerError
-from fer_keras.losses import build_loss
+from fer_keras.training.losses import build_loss
 from fer_keras.models import build_model
-from fer_keras.optim import build_optimizer, schedule_callbacks
-from fer_keras.precision import resolve_precision
+from fer_keras.training.optim import build_optimizer, schedule_callbacks
+from fer_keras.training.precision import resolve_precision
 
 
 def load_splits(cfg):

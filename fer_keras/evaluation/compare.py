@@ -1,6 +1,6 @@
 """Compare finished runs: one table (Markdown and CSV), overlaid validation curves, per-class recall.
 
-`python -m fer_keras.compare RUN_OR_FOLDER ... --out DIR` takes run folders, or folders holding them
+`python -m fer_keras.evaluation.compare RUN_OR_FOLDER ... --out DIR` takes run folders, or folders holding them
 at any depth (a study, a search), and writes DIR/comparison.md, comparison.csv, curves.png and
 per_class.png. Columns: the run, model, parameters, MACs, epochs, best epoch, train/val/test
 accuracy and macro F1, train-val gap, minutes, and every setting that differs between the runs.
@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from fer_keras.cli import ArgumentParser, user_errors
-from fer_keras.config import RESUMABLE
+from fer_keras.core.cli import ArgumentParser, user_errors
+from fer_keras.training.config import RESUMABLE
 from fer_keras.constants import CLASS_NAMES
 from fer_keras.errors import FerError
-from fer_keras.io import atomic_path, check_output, write_text
-from fer_keras.runner import CONFIG_FILE, METRICS_FILE
-from fer_keras.tables import markdown_table
+from fer_keras.core.io import atomic_path, check_output, write_text
+from fer_keras.training.runner import CONFIG_FILE, METRICS_FILE
+from fer_keras.core.tables import markdown_table
 
 # Settings that differ between any two runs without being an experiment's variable.
 NOT_VARIABLES = (*RESUMABLE, "recipe")
@@ -179,7 +179,7 @@ def compare(paths, out):
 
 @user_errors
 def main(argv=None):
-    parser = ArgumentParser(prog="python -m fer_keras.compare", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m fer_keras.evaluation.compare", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", metavar="RUN_OR_FOLDER", help="run folders, or folders holding runs")
     parser.add_argument("--out", required=True, help="folder for comparison.md/.csv, curves.png, per_class.png")
     args = parser.parse_args(argv)

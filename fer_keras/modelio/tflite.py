@@ -26,8 +26,8 @@ import tensorflow as tf
 
 from fer_keras.constants import IMAGE_SHAPE, NUM_CLASSES
 from fer_keras.errors import FerError
-from fer_keras.io import atomic_path, check_output
-from fer_keras.saving import float32_model, short_reason
+from fer_keras.core.io import atomic_path, check_output
+from fer_keras.modelio.saving import float32_model, short_reason
 
 QUANTIZATIONS = ("none", "float16", "int8")
 SIGNATURE = "serving_default"

@@ -4,7 +4,7 @@
 >>> faces = EmotionRecognizer().detect("photo.jpg")        # the shipped model and the default detector
 >>> [(face.box, face.emotion) for face in faces]
 [((135, 44, 69, 89), 'Happy')]
->>> from fer_keras.api import annotate
+>>> from fer_keras.inference.api import annotate
 >>> PIL.Image.fromarray(annotate("photo.jpg", faces)).save("annotated.jpg")
 """
 
@@ -15,12 +15,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_keras import faces as facelib
+from fer_keras.inference import faces as facelib
 from fer_keras.constants import CLASS_NAMES, IMAGE_SIZE
-from fer_keras.detectors import DEFAULT_DETECTOR, make_detector
+from fer_keras.inference.detectors import DEFAULT_DETECTOR, make_detector
 from fer_keras.errors import FerError, ImageError, ModelError
-from fer_keras.predict import load_predictor, predict_probabilities
-from fer_keras.tta import tta_mode
+from fer_keras.inference.predict import load_predictor, predict_probabilities
+from fer_keras.inference.tta import tta_mode
 
 # One colour per class (RGB) for boxes and labels.
 CLASS_COLORS = {
@@ -64,9 +64,9 @@ class EmotionRecognizer:
     """A face detector and an expression classifier (one model or an ensemble, optionally with TTA).
 
     `predictors` are functions float32 faces (N, 48, 48, 1) in 0-255 -> probabilities (N, 7), as
-    `fer_keras.predict.load_predictor` makes them; `ensemble` names model paths to average instead;
-    with neither, the shipped model. `detector` is a name in `fer_keras.detectors.DETECTORS` or any
-    callable image -> boxes (x, y, w, h). `tta` is a mode of `fer_keras.tta.tta_mode` (True: flip).
+    `fer_keras.inference.predict.load_predictor` makes them; `ensemble` names model paths to average instead;
+    with neither, the shipped model. `detector` is a name in `fer_keras.inference.detectors.DETECTORS` or any
+    callable image -> boxes (x, y, w, h). `tta` is a mode of `fer_keras.inference.tta.tta_mode` (True: flip).
 
     >>> rec = EmotionRecognizer(ensemble=["runs/a", "runs/b/savedmodel"], tta=True)
     >>> rec.classify(np.zeros((2, 48, 48), np.uint8)).shape

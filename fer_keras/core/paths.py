@@ -13,7 +13,7 @@ def cache_dir():
 
 def shared_data_dirs():
     """Candidate `shared/data` folders: beside the working directory and beside this checkout."""
-    repo_root = Path(__file__).resolve().parent.parent
+    repo_root = Path(__file__).resolve().parents[2]
     return [Path.cwd().parent / _SHARED_DATA, repo_root.parent / _SHARED_DATA]
 
 

@@ -1,5 +1,5 @@
 """Finding and loading a run's models: a `.keras` file (or a run folder holding `model.keras`), and a
-SavedModel folder written by `fer_keras.export`. A file that cannot be loaded is a FerError naming it.
+SavedModel folder written by `fer_keras.modelio.export`. A file that cannot be loaded is a FerError naming it.
 `float32_model` gives a bf16-trained model's float32 twin (for shipping and TFLite)."""
 
 import zipfile
@@ -56,7 +56,7 @@ def short_reason(exc, limit=160):
 
 
 def load_savedmodel(path):
-    """The `serving_default` function of a SavedModel folder written by `fer_keras.export`: float32
+    """The `serving_default` function of a SavedModel folder written by `fer_keras.modelio.export`: float32
     images (N, 48, 48, 1) as `image` -> {"probabilities": (N, 7)}. Loading runs the SavedModel's own graph."""
     try:
         loaded = tf.saved_model.load(str(path))

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import keras
 
-from fer_keras.io import atomic_path
-from fer_keras.saving import MODEL_FILE
+from fer_keras.core.io import atomic_path
+from fer_keras.modelio.saving import MODEL_FILE
 
 MONITOR = "val_accuracy"
 HISTORY_FILE = "history.csv"

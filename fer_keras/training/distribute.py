@@ -7,7 +7,7 @@ which TensorFlow allows only before it starts.
 
 import tensorflow as tf
 
-from fer_keras import multi_worker
+from fer_keras.training import multi_worker
 from fer_keras.errors import FerError
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -20,7 +20,7 @@ def get_strategy(name="default"):
     - mirrored: `MirroredStrategy` over every local GPU, or over two logical CPUs on a machine
       without GPU (the same code path, so it is tested on a CPU-only machine);
     - multi_worker: `MultiWorkerMirroredStrategy` over the cluster in `TF_CONFIG` (one process per
-      worker, each started with the same command); see `fer_keras.multi_worker`.
+      worker, each started with the same command); see `fer_keras.training.multi_worker`.
     """
     if name == "default":
         return tf.distribute.get_strategy()

@@ -4,7 +4,7 @@ probability per image, Gaussian noise of a variance drawn per image, and several
 
 The augmenter runs on batches inside `tf.data` (see `fer_keras.data.pipeline.make_dataset`, which
 applies it only when `training=True`), so it never becomes part of a model or an exported graph.
-`python -m fer_keras.augment preview --preset NAME [--data PATH] [--n 16] [--seed S] --out grid.png`
+`python -m fer_keras.data.augment preview --preset NAME [--data PATH] [--n 16] [--seed S] --out grid.png`
 draws a preset on sample faces, to see what training will see.
 """
 
@@ -13,11 +13,11 @@ import itertools
 import keras
 import numpy as np
 
-from fer_keras.cli import ArgumentParser, user_errors
+from fer_keras.core.cli import ArgumentParser, user_errors
 from fer_keras.constants import NUM_CLASSES
 from fer_keras.data import default_data, load_fer2013, sample_faces
 from fer_keras.errors import FerError
-from fer_keras.io import atomic_path, check_output
+from fer_keras.core.io import atomic_path, check_output
 
 VALUE_RANGE = (0, 255)
 FILL_MODE = "nearest"  # no black corners, and ~20% cheaper than "reflect" on 48x48 batches
@@ -287,7 +287,7 @@ def save_augment_grid(images, preset, path, seed=0, draws=5):
 
 @user_errors
 def main(argv=None):
-    parser = ArgumentParser(prog="python -m fer_keras.augment", description="Augmentation presets.")
+    parser = ArgumentParser(prog="python -m fer_keras.data.augment", description="Augmentation presets.")
     commands = parser.add_subparsers(dest="command", required=True)
     preview = commands.add_parser("preview", help="PNG grid: sample faces (rows), each original then 5 random draws")
     preview.add_argument("--preset", required=True, choices=PRESETS, help="augmentation preset")

@@ -1,7 +1,7 @@
 """Training configuration: every option declared once in `OPTIONS`, resolved as
 defaults < recipe < config file < `--set` < flags.
 
-The flags of `fer_keras.train` and `tuning.search` are generated from `OPTIONS` (`add_option_flags`),
+The flags of `fer_keras.training.train` and `tuning.search` are generated from `OPTIONS` (`add_option_flags`),
 and `resolve_config` is the one resolver behind both: a typo or a bad value fails before any data is
 read, with the key and what was expected named.
 """
@@ -15,16 +15,16 @@ from pathlib import Path
 
 import yaml
 
-from fer_keras.augment import PRESETS
+from fer_keras.data.augment import PRESETS
 from fer_keras.constants import NUM_CLASSES
 from fer_keras.data.pipeline import SAMPLINGS
 from fer_keras.data.splits import SPLIT_MODES
-from fer_keras.distribute import STRATEGIES
+from fer_keras.training.distribute import STRATEGIES
 from fer_keras.errors import FerError
-from fer_keras.losses import LOSSES
-from fer_keras.optim import OPTIMIZERS, SCHEDULES
-from fer_keras.precision import PRECISIONS
-from fer_keras.tracking import MODES
+from fer_keras.training.losses import LOSSES
+from fer_keras.training.optim import OPTIMIZERS, SCHEDULES
+from fer_keras.training.precision import PRECISIONS
+from fer_keras.training.tracking import MODES
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 DATA_ENV = "FER2013_CSV"  # the labelled FER2013 file to train on when no `data` is given

@@ -1,5 +1,5 @@
 """Photos to FER2013-style faces: read any image (file, array or PIL) as RGB or grayscale, find faces
-(`fer_keras.detectors`), make 48x48 crops."""
+(`fer_keras.inference.detectors`), make 48x48 crops."""
 
 import functools
 import os
@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from fer_keras.constants import IMAGE_SIZE
-from fer_keras.detectors import DEFAULT_DETECTOR, make_detector
+from fer_keras.inference.detectors import DEFAULT_DETECTOR, make_detector
 from fer_keras.errors import FerError, ImageError
 
 FACE_MARGIN = 0.1

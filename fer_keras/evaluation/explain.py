@@ -1,6 +1,6 @@
 """Grad-CAM heat maps over sample faces: where the network looks (https://arxiv.org/abs/1610.02391).
 
-`python -m fer_keras.explain [--model PATH] [--data PATH] [--n 16] --out grid.png [--split NAME]
+`python -m fer_keras.evaluation.explain [--model PATH] [--data PATH] [--n 16] --out grid.png [--split NAME]
 [--layer NAME] [--seed S]`
 """
 
@@ -10,12 +10,12 @@ import keras
 import tensorflow as tf
 
 from fer_keras import pretrained
-from fer_keras.cli import ArgumentParser, user_errors
+from fer_keras.core.cli import ArgumentParser, user_errors
 from fer_keras.constants import CLASS_NAMES, IMAGE_SIZE
 from fer_keras.data import default_data, load_fer2013, sample_faces
 from fer_keras.errors import FerError
-from fer_keras.io import atomic_path, check_output
-from fer_keras.saving import load_keras_model
+from fer_keras.core.io import atomic_path, check_output
+from fer_keras.modelio.saving import load_keras_model
 
 # Layers that only resample or regularise a feature map: Grad-CAM looks at the map before them.
 _PASS_THROUGH = (
@@ -120,7 +120,7 @@ def plot_grid(images, heatmaps, probs, labels, path, alpha=0.45):
 
 @user_errors
 def main(argv=None):
-    parser = ArgumentParser(prog="python -m fer_keras.explain", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m fer_keras.evaluation.explain", description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a .keras file or a run folder with model.keras (default: the shipped model)")
     parser.add_argument("--data", help="FER2013 CSV (any layout; default: the synthetic default data)")
     parser.add_argument("--n", type=int, default=16, help="number of faces (default 16)")

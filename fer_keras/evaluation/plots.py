@@ -6,7 +6,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay
 
 from fer_keras.constants import CLASS_NAMES
-from fer_keras.io import atomic_path
+from fer_keras.core.io import atomic_path
 
 _CURVES = (("loss", "Loss"), ("accuracy", "Accuracy"), ("f1_score", "F1 score"))
 

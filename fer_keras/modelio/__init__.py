@@ -1,0 +1,1 @@
+"""Model files: loading and checking `.keras` files and SavedModels, SavedModel export, TFLite."""
