@@ -4,6 +4,7 @@ import keras
 from keras import layers
 
 from fer_keras.constants import IMAGE_SHAPE, NUM_CLASSES
+from fer_keras.models.layers import FusedBatchNormalization
 
 
 def image_input():
@@ -38,10 +39,10 @@ def conv_block(x, filters, *, name, convs=1, kernel_size=3, batch_norm=True, nor
             kernel_regularizer=l2_regularizer(l2), name=f"{name}_conv{i}",
         )(x)
         if batch_norm and not norm_after_activation:
-            x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+            x = FusedBatchNormalization(name=f"{name}_bn{i}")(x)
         x = layers.ReLU(name=f"{name}_relu{i}")(x)
         if batch_norm and norm_after_activation:
-            x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+            x = FusedBatchNormalization(name=f"{name}_bn{i}")(x)
     return x
 
 
@@ -53,7 +54,7 @@ def dense_head(x, units, *, dropout=0.0, batch_norm=False, activation="relu", l2
     for i, width in enumerate(units, 1):
         x = layers.Dense(width, use_bias=not batch_norm, kernel_regularizer=l2_regularizer(l2), name=f"dense{i}")(x)
         if batch_norm:
-            x = layers.BatchNormalization(name=f"dense{i}_bn")(x)
+            x = FusedBatchNormalization(name=f"dense{i}_bn")(x)
         x = layers.Activation(activation, name=f"dense{i}_{activation}")(x)
         if dropout:
             x = layers.Dropout(dropout, name=f"dense{i}_dropout")(x)

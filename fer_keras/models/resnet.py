@@ -6,6 +6,7 @@ import keras
 from keras import layers
 
 from fer_keras.models.common import dense_head, image_input, l2_regularizer, logits
+from fer_keras.models.layers import FusedBatchNormalization
 from fer_keras.models.registry import register_model
 
 
@@ -14,12 +15,12 @@ def _basic_block(x, filters, *, stride, name, conv):
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
         shortcut = conv(filters, 1, strides=stride, name=f"{name}_shortcut_conv")(x)
-        shortcut = layers.BatchNormalization(name=f"{name}_shortcut_bn")(shortcut)
+        shortcut = FusedBatchNormalization(name=f"{name}_shortcut_bn")(shortcut)
     x = conv(filters, 3, strides=stride, name=f"{name}_conv1")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn1")(x)
+    x = FusedBatchNormalization(name=f"{name}_bn1")(x)
     x = layers.ReLU(name=f"{name}_relu1")(x)
     x = conv(filters, 3, name=f"{name}_conv2")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn2")(x)
+    x = FusedBatchNormalization(name=f"{name}_bn2")(x)
     x = layers.Add(name=f"{name}_add")([x, shortcut])
     return layers.ReLU(name=f"{name}_out")(x)
 
@@ -40,7 +41,7 @@ def _resnet(name, *, widths, depth, dropout, l2, kernel_initializer="glorot_unif
         x = conv(widths[0], 7, strides=2, padding="valid", name="stem_conv")(x)
     else:
         x = conv(widths[0], 3, name="stem_conv")(x)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = FusedBatchNormalization(name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
     if imagenet_stem:
         x = layers.ZeroPadding2D(1, name="stem_pool_pad")(x)  # zeros after a ReLU act as PyTorch's -inf
