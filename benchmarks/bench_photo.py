@@ -8,7 +8,7 @@ array (JPEG decoding is not timed). fer finds faces with its Haar cascade; fer_k
 default detector (`fer_keras.inference.detectors.DEFAULT_DETECTOR`) or `--detector`.
 
 - fer_keras: `fer_keras.inference.api.EmotionRecognizer.load(MODEL).detect(rgb)` for each `--model` (the shipped
-  model when none is given); where `fer_keras.inference.api` is missing, `faces.detect_faces` + `predict.load_predictor`.
+  model when none is given).
 - fer: `FER().detect_emotions(bgr)` (its defaults: Haar cascade, the 93 KB int8 `.tflite` classifier), run
   by `--fer-python`, an interpreter of a separate environment where `fer` is installed (it needs torch
   and opencv-contrib-python, which clashes with fer_keras's opencv-python-headless), via a subprocess
@@ -144,27 +144,8 @@ def match(found, placed):
 
 def fer_keras_pipeline(model, detector=None):
     """(`rgb -> [(x, y, w, h, class index), ...]`, which API it uses, its face detector alone)."""
-    try:
-        from fer_keras.inference.api import EmotionRecognizer
-    except ImportError:
-        from fer_keras.inference import faces as facelib
-        from fer_keras.inference.predict import load_predictor, predict_probabilities
+    from fer_keras.inference.api import EmotionRecognizer
 
-        predict = load_predictor(model)
-
-        def run(rgb):
-            gray = np.asarray(Image.fromarray(rgb).convert("L"))
-            boxes = facelib.detect_faces(gray)
-            if not boxes:
-                return []
-            crops = np.stack([facelib.to_face(facelib.crop_face(gray, box)) for box in boxes])
-            probs = predict_probabilities([predict], crops)
-            return [[*box, int(p.argmax())] for box, p in zip(boxes, probs)]
-
-        def detect(rgb):
-            return [[*box, -1] for box in facelib.detect_faces(np.asarray(Image.fromarray(rgb).convert("L")))]
-
-        return run, "faces.detect_faces + predict.load_predictor (fer_keras.inference.api absent)", detect
     options = {} if detector is None else {"detector": detector}
     recognizer = EmotionRecognizer(**options) if model is None else EmotionRecognizer.load(model, **options)
 
@@ -279,13 +260,13 @@ def main(argv=None):
         use_fer = False
 
     results, accuracy = {}, {}
-    from fer_keras.inference.predict import load_predictor, predict_probabilities
+    from fer_keras.inference.predictor import Predictor
 
     for model in args.model:
         if model is None:
             from fer_keras import pretrained
 
-        probs = predict_probabilities([load_predictor(model or pretrained.model_path())], public.images)
+        probs = Predictor.load(model or pretrained.model_path()).predict_proba(public.images)
         name = f"fer_keras {Path(model).name if model else 'shipped'}"
         accuracy[name] = float((probs.argmax(1) == public.labels).mean())
     rounds = {name: [] for name in pipelines}

@@ -1,7 +1,7 @@
 """TFLite variants of a trained run against its SavedModel and Keras model: file size, PublicTest
 accuracy, and per-face latency (one face at a time, warm, p50 and p95) on this CPU.
 
-Every model kind is served through `fer_keras.inference.predict.load_predictor` (what `predict` and the API
+Every model kind is served through `fer_keras.inference.predictor.Predictor` (what `predict` and the API
 use). The model is snapshotted first (a run still training may replace `model.keras` midway); the
 TFLite files (int8 calibrated on Training faces of `--data`) and, unless the run has an up-to-date
 one, the SavedModel are written into `--work`. Latency: `--faces` single-face calls per model and
@@ -34,7 +34,7 @@ from fer_keras.modelio import tflite  # noqa: E402
 from fer_keras.data import load_fer2013, split_data  # noqa: E402
 from fer_keras.modelio.export import export_savedmodel  # noqa: E402
 from fer_keras.core.paths import find_real_data  # noqa: E402
-from fer_keras.inference.predict import load_predictor, predict_probabilities  # noqa: E402
+from fer_keras.inference.predictor import Predictor  # noqa: E402
 from fer_keras.modelio.saving import is_savedmodel, load_keras_model, resolve_model_file  # noqa: E402
 
 FER_SIZE = 64  # fer's classifier input
@@ -149,7 +149,7 @@ def main(argv=None):
         print(f"TFLite {quantize}: converted in {time.perf_counter() - start:.1f} s")
     predictors = {}
     for name, path in paths.items():
-        predictors[name] = tflite.load_tflite(path, args.threads) if name.startswith("TFLite") else load_predictor(path)
+        predictors[name] = tflite.load_tflite(path, args.threads) if name.startswith("TFLite") else Predictor.load(path).predict_proba
     if args.fer_tflite:
         paths["fer (its int8 .tflite)"] = Path(args.fer_tflite)
         predictors["fer (its int8 .tflite)"] = fer_predictor(args.fer_tflite, args.threads)
@@ -158,7 +158,7 @@ def main(argv=None):
     results = {}
     reference = None
     for name, predict in predictors.items():
-        probs = predict_probabilities([predict], faces, batch_size=256)
+        probs = Predictor(predict).predict_proba(faces, batch_size=256)
         reference = probs if reference is None else reference
         results[name] = {
             "size_bytes": size_of(paths[name]),

@@ -20,7 +20,7 @@ from fer_keras.inference.detectors import iou
 from fer_keras.errors import FerError, ImageError, ModelError
 from fer_keras.modelio.export import export_savedmodel
 from fer_keras.models import build_model
-from fer_keras.inference.predict import load_predictor, predict_probabilities
+from fer_keras.inference.predictor import Predictor
 from fer_keras.modelio.tflite import export_tflite
 
 PHOTO = Path(__file__).parent / "fixtures" / "astronaut.jpg"
@@ -55,7 +55,7 @@ def photo():
 def _crop_probabilities(path, gray, box, tta=False):
     """What `fer_keras.inference.predict` gives for the face `box` of `gray`: the reference for `detect`."""
     crop = faces.to_face(faces.crop_face(gray, box))[None]
-    return predict_probabilities([load_predictor(path)], crop, tta=tta)[0]
+    return Predictor.load(path, tta=tta).predict_proba(crop)[0]
 
 
 def test_detect_gives_the_face_and_its_probabilities_for_every_input_form(rec, models, photo):
@@ -103,7 +103,7 @@ def test_no_face_gives_an_empty_list(rec):
 def test_classify_takes_every_face_layout_and_matches_predict(rec, models):
     batch = np.random.default_rng(3).integers(0, 256, (5, 48, 48), dtype=np.uint8)
     batch[:, :, :20] //= 3  # darker on the left, so the flip in TTA changes the input
-    expected = predict_probabilities([load_predictor(models["run"])], batch[..., None])
+    expected = Predictor.load(models["run"]).predict_proba(batch[..., None])
     for layout in (batch, batch[..., None], batch.astype(np.float32), list(batch.astype(np.float64))):
         probs = rec.classify(layout)
         assert probs.shape == (5, 7) and probs.dtype == np.float32
@@ -115,7 +115,7 @@ def test_classify_takes_every_face_layout_and_matches_predict(rec, models):
 def test_ensemble_and_tta_average_their_parts(models):
     batch = np.random.default_rng(4).integers(0, 256, (4, 48, 48, 1), dtype=np.uint8)
     batch[:, :, :20] //= 3
-    parts = [predict_probabilities([load_predictor(m)], view)
+    parts = [Predictor.load(m).predict_proba(view)
              for m in (models["run"], models["b"]) for view in (batch, batch[:, :, ::-1])]
     assert not np.allclose(parts[0], parts[1], atol=1e-4), "the flip should change this model's output"
     ensemble = EmotionRecognizer.load([models["run"], str(models["b"])], tta=True)

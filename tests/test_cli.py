@@ -124,16 +124,17 @@ def test_default_output_folder_that_is_a_file(command, default_out, files, tmp_p
     assert (run / default_out).read_text() == "in the way"
 
 
-def test_data_stats_writes_charts_into_a_folder_named_for_the_input(files, tmp_path, monkeypatch, capsys):
+def test_data_stats_writes_charts_only_where_out_names(files, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     gz = tmp_path / "data" / "fer2013.csv.gz"
     gz.parent.mkdir()
     write_synthetic_csv(gz, n=70, seed=0)
     assert data_cli.main(["stats", str(gz)]) == 0
-    assert "charts written to fer2013_stats/" in capsys.readouterr().out
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "fer2013_stats"]
-    charts = sorted(p.name for p in (tmp_path / "fer2013_stats").iterdir())
-    assert charts == ["class_distribution.png", "samples.png"]
+    assert "no charts written: --out DIR" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    assert data_cli.main(["stats", str(gz), "--out", "charts"]) == 0
+    assert "charts written to charts/" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "charts").iterdir()) == ["class_distribution.png", "samples.png"]
 
 
 def test_os_errors_and_multiline_messages_are_one_line(tmp_path, capsys):

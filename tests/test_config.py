@@ -16,7 +16,9 @@ from fer_keras.training.config import OPTIONS, coerce, load_recipe, parse_assign
 from fer_keras.constants import NUM_CLASSES
 from fer_keras.errors import FerError
 from fer_keras.training.losses import build_loss
-from fer_keras.training.optim import OPTIMIZERS, LinearWarmup, build_optimizer, learning_rate
+from fer_keras.core.runs import RESUMABLE
+from fer_keras.training.choices import OPTIMIZERS
+from fer_keras.training.optim import LinearWarmup, build_optimizer, learning_rate
 from fer_keras.training.train import build_parser, main, overfit_config
 from fer_keras.training.parts import build_compiled_model
 from tuning import search
@@ -36,7 +38,7 @@ def test_every_option_is_declared_once_with_a_valid_default():
     assert resolve_config() == {**config_lib.DEFAULTS, "data": None}
     for key, option in OPTIONS.items():
         assert option.help and option.validate(key, option.default) == option.default, key
-    assert set(config_lib.RESUMABLE) == {"strategy", "wandb", "wandb_project", "group", "tags", "name", "out"}
+    assert set(RESUMABLE) == {"strategy", "wandb", "wandb_project", "group", "tags", "name", "out"} <= set(OPTIONS)
 
 
 def _flags(parser):
@@ -289,7 +291,10 @@ def test_optimizers_weight_decay_spares_biases_and_clipping():
     sgd = build_optimizer(resolve_config({"optimizer": "sgd", "momentum": 0.8, "nesterov": True}), 10)
     assert sgd.momentum == 0.8 and sgd.nesterov
     # Weight decay 0 (the default) works with every optimizer, AdamW included: it trains a step.
-    for name, cls in OPTIMIZERS.items():
+    classes = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
+               "rmsprop": keras.optimizers.RMSprop}
+    assert set(OPTIMIZERS) == set(classes)
+    for name, cls in classes.items():
         optimizer = build_optimizer(resolve_config({"optimizer": name, "learning_rate": 0.1}), 10)
         variable = keras.Variable(np.ones(2, "float32"), name="kernel")
         optimizer.apply_gradients([(np.ones(2, "float32"), variable)])

@@ -269,7 +269,7 @@ def test_progress_bar_only_for_large_files(tmp_path, monkeypatch, capsys, small)
     monkeypatch.setattr(reader, "PROGRESS_MIN_BYTES", 1)
     path = write(tmp_path / "bar2.csv", fer_lines(images[::-1], labels, usage))
     load_fer2013(path)
-    assert "reading bar2.csv [" in capsys.readouterr().err
+    assert "reading bar2.csv: 100%" in capsys.readouterr().err
     load_fer2013(path)  # cache hit: no bar
     assert "reading" not in capsys.readouterr().err
 

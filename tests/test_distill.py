@@ -13,7 +13,7 @@ from fer_keras.constants import NUM_CLASSES
 from fer_keras.data import default_data, load_fer2013
 from fer_keras.data.csvfile import write_csv
 from fer_keras.training.distill import distill_targets, teacher_probabilities
-from fer_keras.inference.predict import load_predictor, predict_probabilities
+from fer_keras.inference.predictor import Predictor
 from fer_keras.training.train import main, train
 
 QUICK = {"model": "tiny_cnn", "limit": 300, "epochs": 1, "batch_size": 32, "wandb": "disabled", "export": False,
@@ -45,7 +45,7 @@ def test_targets_blend_the_label_with_the_teachers():
 def test_teacher_probabilities_are_flip_tta_and_soften_with_temperature(teacher_run):
     faces = load_fer2013(default_data()).images[:64]
     plain = teacher_probabilities([teacher_run], faces)
-    expected = predict_probabilities([load_predictor(teacher_run)], faces, tta=True)
+    expected = Predictor.load(teacher_run, tta=True).predict_proba(faces)
     np.testing.assert_allclose(plain, expected, rtol=1e-5, atol=1e-6)
     soft = teacher_probabilities([teacher_run], faces, temperature=3.0)
     np.testing.assert_allclose(soft.sum(axis=1), 1.0, rtol=1e-5)

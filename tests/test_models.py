@@ -1,4 +1,4 @@
-"""Architecture zoo: every registered model builds, trains, saves and has the size the README states,
+"""Architecture zoo: every registered model builds, trains, saves and has the size docs/models.md states,
 and runs the same on the JAX backend."""
 
 import subprocess
@@ -13,7 +13,42 @@ from fer_keras.constants import IMAGE_SHAPE, NUM_CLASSES
 from fer_keras.models import build_model, default_hparams, list_models
 from fer_keras.models import layers as fer_layers
 from fer_keras.models.__main__ import main
-from fer_keras.models.profile import PARAM_RANGES, count_macs, count_trainable
+from fer_keras.models.profile import count_macs, count_trainable
+
+# Expected parameter count (low, high) of each architecture with its defaults (docs/models.md lists the counts).
+PARAM_RANGES = {
+    "mlp": (1.2e6, 1.4e6),
+    "tiny_cnn": (50e3, 70e3),
+    "simple_cnn": (1.1e6, 1.3e6),
+    "baseline_cnn": (1.1e6, 1.3e6),
+    "cnn3": (1.1e6, 1.4e6),
+    "improved_cnn": (10e6, 12e6),
+    "vgg_large": (10e6, 11e6),
+    "regularized_cnn": (1.5e6, 2e6),
+    "deep_cnn": (1e6, 1.3e6),
+    "deep_cnn_v2": (0.8e6, 1e6),
+    "globalpool_cnn": (1.1e6, 1.4e6),
+    "hybrid_cnn": (1.2e6, 1.5e6),
+    "resnet_fer": (0.6e6, 0.9e6),
+    "resnet_fer_wide": (2.7e6, 2.85e6),
+    "resnet_deep": (10.5e6, 11.5e6),
+    "cbam_cnn": (0.25e6, 0.4e6),
+    "vit": (0.1e6, 0.2e6),
+    "mini_xception": (55e3, 62e3),
+    "vgg_fer": (38e6, 42e6),
+    # Networks of the original projects, named pNNN_<the project's name>.
+    "p000_simple_cnn": (4.7e6, 4.8e6),
+    "p000_deep_cnn": (1.65e6, 1.75e6),
+    "p001_base_cnn": (1.2e6, 1.35e6),
+    "p001_deep_cnn": (3.4e6, 3.6e6),
+    "p001_dropout_cnn": (3.4e6, 3.6e6),
+    "p002_basic_cnn": (1.2e6, 1.35e6),
+    "p002_wide_cnn": (5e6, 5.2e6),
+    "p002_vit": (1.1e6, 1.2e6),
+    "p004_baseline_cnn_v2": (200e3, 300e3),
+    "p004_deep_cnn_v1": (1.25e6, 1.35e6),
+    "p004_cbam_cnn": (250e3, 400e3),
+}
 
 # Saving and fitting these takes several seconds each on 2 cores.
 HEAVY = {"improved_cnn", "resnet_deep", "vgg_fer", "vgg_large"}

@@ -135,14 +135,14 @@ def test_keras_class_weight_equals_the_argmax_weight_table(data):
 
 
 def soft_labels(images, labels):
-    """A stand-in label-mixing augmenter: moves 30% of each label's mass to class 0."""
+    """A stand-in label mixer: moves 30% of each label's mass to class 0."""
     return 255.0 - images, 0.7 * labels + 0.3 * np.eye(7, dtype=np.float32)[0]
 
 
-def test_augment_applies_only_in_training(data):
+def test_mix_applies_only_in_training(data):
     images, labels = data
     def pixels(training):
-        ds = make_dataset(images, labels, batch_size=64, training=training, augment=soft_labels)
+        ds = make_dataset(images, labels, batch_size=64, training=training, mix=soft_labels)
         return np.concatenate([x.numpy() for x, _ in ds])
 
     np.testing.assert_array_equal(pixels(training=False), images.astype(np.float32))
@@ -162,8 +162,8 @@ def test_soft_labels_replace_the_one_hot_labels_in_training(data, sampling):
     ds = make_dataset(images, labels, batch_size=32, training=True, seed=3, sampling=sampling, soft_labels=soft)
     batches = list(ds)
     np.testing.assert_array_equal(np.concatenate([b[1].numpy() for b in batches]), soft[ids(batches)])
-    # An augmenter gets the soft labels to mix further.
-    mixed = make_dataset(images, labels, batch_size=32, training=True, augment=soft_labels, soft_labels=soft)
+    # A mixer gets the soft labels to mix further.
+    mixed = make_dataset(images, labels, batch_size=32, training=True, mix=soft_labels, soft_labels=soft)
     x, y = next(iter(mixed))
     np.testing.assert_allclose(y.numpy(), 0.7 * soft[(255 - x.numpy()[:, 0, 0, 0]).astype(int)]
                                + 0.3 * np.eye(7)[0], rtol=1e-6)

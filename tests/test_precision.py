@@ -38,13 +38,6 @@ def test_native_bfloat16_by_platform_and_flags():
     assert native_bfloat16("gpu") and native_bfloat16("tpu")
 
 
-def test_this_machine_is_judged_by_its_own_flags():
-    flags = cpu_flags()
-    expected = "mixed_bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
-    if precision.accelerator() == "cpu":
-        assert resolve_precision("auto") == expected
-
-
 def test_auto_follows_the_cpu_and_explicit_bf16_warns_where_it_is_emulated(cpuinfo):
     cpuinfo(AVX2)
     assert resolve_precision("auto") == "float32"

@@ -19,7 +19,8 @@ from PIL import Image
 from fer_keras.constants import CLASS_NAMES, IMAGE_SHAPE
 from fer_keras.modelio.export import export_savedmodel
 from fer_keras.models import build_model
-from fer_keras.inference.predict import load_predictor, main, predict_probabilities
+from fer_keras.inference.predict import main
+from fer_keras.inference.predictor import Predictor
 from fer_keras.modelio.saving import load_keras_model
 from fer_keras.modelio.tflite import export_tflite
 
@@ -56,7 +57,7 @@ def _run(argv, capsys):
 
 
 def _expected(path, images, tta=False):
-    return predict_probabilities([load_predictor(path)], images, tta=tta)
+    return Predictor.load(path, tta=tta).predict_proba(images)
 
 
 def _assert_probabilities(table):

@@ -9,10 +9,7 @@ import io
 import os
 import re
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -20,12 +17,12 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image, ImageOps
+from server_process import Server
 
 from fer_keras.inference import faces as facelib
 from fer_keras.inference import serve
 from fer_keras.constants import CLASS_NAMES
 
-REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("FER_KERAS_CHROMIUM", "/usr/bin/chromium")
 # Headless, and quiet: without the background-networking flags Chromium keeps calling the (closed) network.
 CHROMIUM_ARGS = [
@@ -34,7 +31,6 @@ CHROMIUM_ARGS = [
 ]
 MAX_UPLOAD_MB = 1  # small, so that an oversized upload is quick to send
 N_FACES = 3
-START_TIMEOUT = 120  # seconds for the server to import TensorFlow and load the model on a busy 2-core machine
 
 pytestmark = pytest.mark.slow
 
@@ -77,43 +73,6 @@ def photo(tmp_path_factory):
     picture.save(path)
     assert len(facelib.detect_faces(np.asarray(picture))) == N_FACES, "the detector must find every pasted face"
     return path
-
-
-class Server:
-    """A `python -m fer_keras.serve` process and everything it has printed so far."""
-
-    def __init__(self, args):
-        env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen([sys.executable, "-m", "fer_keras.serve", *args], cwd=REPO, env=env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines = []
-        self.url = None
-        self._ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self._ready.wait(START_TIMEOUT) or self.url is None:
-            self.stop()
-            pytest.fail("the server did not start:\n" + self.output())
-
-    def _read(self):
-        for line in self.process.stdout:
-            self.lines.append(line)
-            found = re.search(r"serving (http://\S+/)", line)
-            if found:
-                self.url = found.group(1)
-                self._ready.set()
-        self._ready.set()
-
-    def output(self):
-        return "".join(self.lines)
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -461,8 +420,10 @@ def test_page_without_gradcam(browser, tmp_path, photo):
 def test_no_gradcam_without_keras_model():
     """Predictors without a Keras model behind them (a SavedModel, a TFLite file) give no Grad-CAM."""
 
+    from fer_keras.inference.predictor import Predictor
+
     class Recognizer:
-        predictors = [lambda x: np.full((len(x), 7), 1 / 7, np.float32)]
+        predictor = Predictor(lambda x: np.full((len(x), 7), 1 / 7, np.float32))
 
     explainer, note = serve._explainer(Recognizer())
     assert explainer is None and "SavedModel or TFLite" in note

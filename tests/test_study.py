@@ -17,7 +17,7 @@ import yaml
 from fer_keras.errors import FerError
 from tuning import study as study_lib
 from tuning.summary import load_trials
-from tuning.tuner import RUN_FILE
+from fer_keras.core.runs import TRIAL_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = {
@@ -187,7 +187,7 @@ def test_a_distributed_study_with_a_chief_and_two_workers(tmp_path, kerastuner_c
         trials = load_trials(out / series)
         assert len(trials) == 2 and all(t.status == "COMPLETED" for t in trials.values())
         for trial_id in trials:
-            run = json.loads((out / series / f"trial_{trial_id}" / RUN_FILE).read_text())
+            run = json.loads((out / series / f"trial_{trial_id}" / TRIAL_FILE).read_text())
             assert run["tuner_id"] in ("worker0", "worker1")
         assert len(rows(out / series / "comparison" / "comparison.csv")) == 2
     assert len(rows(out / "comparison" / "comparison.csv")) == 4

@@ -20,7 +20,7 @@ from fer_keras.data import default_data, load_fer2013, split_data
 from fer_keras.errors import FerError
 from fer_keras.models import build_model
 from fer_keras.models.common import image_input, logits
-from fer_keras.inference.predict import load_predictor
+from fer_keras.inference.predictor import Predictor
 from fer_keras.modelio.saving import float32_model, load_keras_model
 
 
@@ -51,7 +51,7 @@ def runs(tmp_path_factory):
 @pytest.mark.parametrize("quantize, atol", [("none", 1e-5), ("float16", 1e-3), ("int8", 0.06)])
 def test_every_variant_matches_the_keras_model(runs, precision, quantize, atol):
     run = runs[precision]
-    probs = load_predictor(run["run"] / tflite.tflite_filename(quantize))(runs["faces"])
+    probs = Predictor.load(run["run"] / tflite.tflite_filename(quantize)).predict_proba(runs["faces"])
     assert probs.dtype == np.float32 and probs.shape == (200, 7)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     # The same arithmetic as the model computed in float32 (a bf16 model's float32 copy) ...
@@ -69,7 +69,7 @@ def test_quantized_files_are_smaller(runs, precision):
 
 
 def test_any_batch_size_and_threads_give_the_same_probabilities(runs):
-    predict = load_predictor(runs["float32"]["run"] / "model-int8.tflite")
+    predict = tflite.load_tflite(runs["float32"]["run"] / "model-int8.tflite")
     faces = runs["faces"][:13]
     whole = predict(faces)
     one_by_one = np.concatenate([predict(faces[i : i + 1]) for i in range(len(faces))])
@@ -104,13 +104,13 @@ def test_augmentation_is_off_and_normalisation_inside(tmp_path):
     path = tflite.export_tflite(model, tmp_path)
     assert path == tmp_path / "model.tflite"
     expected = tf.nn.softmax(model(faces, training=False)).numpy()
-    np.testing.assert_allclose(load_predictor(path)(faces), expected, atol=1e-5)
+    np.testing.assert_allclose(Predictor.load(path).predict_proba(faces), expected, atol=1e-5)
 
 
 def test_loading_raises_no_deprecation_warning(runs):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        load_predictor(runs["float32"]["run"] / "model.tflite")
+        Predictor.load(runs["float32"]["run"] / "model.tflite")
 
 
 def test_int8_needs_calibration_faces():
@@ -124,8 +124,8 @@ def test_a_tflite_file_without_the_suffix_is_recognised(runs, tmp_path):
     renamed = tmp_path / "model.bin"
     renamed.write_bytes((runs["float32"]["run"] / "model.tflite").read_bytes())
     assert tflite.is_tflite(renamed) and not tflite.is_tflite(runs["float32"]["run"] / "model.keras")
-    np.testing.assert_array_equal(load_predictor(renamed)(runs["faces"][:3]),
-                                  load_predictor(runs["float32"]["run"] / "model.tflite")(runs["faces"][:3]))
+    np.testing.assert_array_equal(Predictor.load(renamed).predict_proba(runs["faces"][:3]),
+                                  Predictor.load(runs["float32"]["run"] / "model.tflite").predict_proba(runs["faces"][:3]))
 
 
 def test_without_litert_tf_lite_interpreter_serves_without_warning(runs, monkeypatch):
@@ -135,6 +135,6 @@ def test_without_litert_tf_lite_interpreter_serves_without_warning(runs, monkeyp
     path = runs["float32"]["run"] / "model-int8.tflite"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        probs = load_predictor(path)(runs["faces"][:5])
+        probs = Predictor.load(path).predict_proba(runs["faces"][:5])
     monkeypatch.undo()
-    np.testing.assert_allclose(probs, load_predictor(path)(runs["faces"][:5]), atol=1e-6)
+    np.testing.assert_allclose(probs, Predictor.load(path).predict_proba(runs["faces"][:5]), atol=1e-6)

@@ -11,6 +11,7 @@ from PIL import Image
 
 from fer_keras.training import runner
 
+from fer_keras.core import runs
 from fer_keras.training import tracking
 
 from fer_keras.training import parts
@@ -67,7 +68,7 @@ def test_offline_run_is_logged_and_read_back(tmp_path):
     tracking.finish(run)
 
     logged = read_offline_run(run_dir)
-    assert logged["id"] == (run_dir / tracking.ID_FILE).read_text().strip()
+    assert logged["id"] == (run_dir / runs.WANDB_ID_FILE).read_text().strip()
     assert logged["name"] == "tiny-run" and logged["group"] == "tiny" and logged["job_type"] == "train"
     assert logged["project"] == "fer_keras"
     assert set(logged["tags"]) == {"unit", "tiny", "quick"}

@@ -18,13 +18,16 @@ import pytest
 import tensorflow as tf
 
 from fer_keras.training import parts
-from fer_keras.training.callbacks import read_history, training_callbacks
+from fer_keras.core.runs import SAVEDMODEL_DIR, read_history
+from fer_keras.data.augment import Augmentation, Augmented, network_of
+from fer_keras.training.callbacks import training_callbacks
 from fer_keras.training.config import resolve_config
 from fer_keras.constants import NUM_CLASSES
 from fer_keras.data import default_data, load_fer2013
 from fer_keras.errors import FerError
 from fer_keras.training.losses import build_loss
-from fer_keras.modelio.saving import load_keras_model
+from fer_keras.modelio.saving import load_keras_model, load_savedmodel
+from fer_keras.training.runner import run_training
 from fer_keras.training.train import main, train
 from wandb_offline import read_offline_run
 
@@ -60,7 +63,7 @@ def test_end_to_end_on_synthetic_data(tmp_path, monkeypatch, capsys):
     assert result["val"]["accuracy"] > 0.4  # learned: chance is 1/7, the majority class about 0.25
 
     assert json.loads((out / "config.json").read_text()) == cfg
-    fields, rows = read_history(out / "history.csv")
+    fields, rows = read_history(out)
     assert [int(r["epoch"]) for r in rows] == list(range(5))
     assert {"loss", "accuracy", "f1_score", "val_accuracy", "val_f1_score", "learning_rate"} <= set(fields)
 
@@ -71,6 +74,9 @@ def test_end_to_end_on_synthetic_data(tmp_path, monkeypatch, capsys):
         assert {"accuracy", "loss", "macro_f1", "confusion_matrix", "per_class"} <= set(section)
         assert np.sum(section["confusion_matrix"]) == section["n"] > 0
     assert metrics["epochs"] == 5 and metrics["wall_time"] > 0
+    speed = metrics["speed"]  # the fast path training picked by itself, and what it achieved
+    assert speed["backend"] == "tensorflow" and speed["jit_compile"] is False
+    assert speed["images_per_second"] > 0
     gap = metrics["train"]["accuracy"] - metrics["val"]["accuracy"]
     assert metrics["train_val_gap"] == pytest.approx(gap)
 
@@ -117,7 +123,7 @@ def test_end_to_end_on_synthetic_data(tmp_path, monkeypatch, capsys):
 def test_training_options_run(tmp_path, overrides):
     cfg = quick_cfg(tmp_path, **overrides)
     metrics = train(cfg, verbose=0)
-    _, rows = read_history(Path(cfg["out"]) / "history.csv")
+    _, rows = read_history(Path(cfg["out"]))
     assert len(rows) == metrics["epochs"] >= 1
     assert all(np.isfinite(float(r["loss"])) for r in rows)
     model = load_keras_model(Path(cfg["out"]) / "model.keras")
@@ -126,11 +132,37 @@ def test_training_options_run(tmp_path, overrides):
     assert model.output.dtype == "float32"
 
 
+class KeepModel(keras.callbacks.Callback):
+    """Keeps the model that `fit` trained."""
+
+    def on_train_end(self, logs=None):
+        self.trained = self.model
+
+
+@pytest.mark.slow
+def test_augmentation_runs_in_the_training_step_and_stays_out_of_what_is_saved(tmp_path):
+    """`fit` trains the network behind the preset's Augmentation; the checkpoint and the SavedModel hold the
+    network alone (no random layer) and give the trained network's outputs, the same on every call."""
+    cfg = quick_cfg(tmp_path, augment="strong", export=True)
+    kept = KeepModel()
+    run_training(cfg, cfg["out"], callbacks=[kept], verbose=0)
+    assert isinstance(kept.trained, Augmented) and isinstance(kept.trained.augmentation, Augmentation)
+    saved = load_keras_model(cfg["out"])
+    layers = [type(layer).__name__ for layer in saved._flatten_layers()]
+    assert not [name for name in layers if name.startswith("Random") or name in ("Augmentation", "Augmented")]
+    faces = load_fer2013(default_data()).images[:32].astype(np.float32)
+    trained = tf.nn.softmax(network_of(kept.trained)(faces, training=False)).numpy()
+    for probabilities in (tf.nn.softmax(saved(faces, training=False)).numpy(),
+                          load_savedmodel(Path(cfg["out"]) / SAVEDMODEL_DIR)(image=tf.constant(faces))["probabilities"].numpy(),
+                          tf.nn.softmax(kept.trained.predict(faces, verbose=0)).numpy()):
+        np.testing.assert_allclose(probabilities, trained, atol=1e-6)
+
+
 def first_epoch(tmp_path, name, **overrides):
     """The history row of a one-epoch tiny run of QUICK with `overrides` (augmentation off)."""
     cfg = quick_cfg(tmp_path / name, augment="none", learning_rate=3e-3, **overrides)
     train(cfg, verbose=0)
-    return read_history(Path(cfg["out"]) / "history.csv")[1][0]
+    return read_history(Path(cfg["out"]))[1][0]
 
 
 @pytest.mark.slow
@@ -157,7 +189,7 @@ def test_training_options_change_what_is_trained(tmp_path):
 def test_weight_averaging_validates_and_saves_the_averaged_weights(tmp_path):
     cfg = quick_cfg(tmp_path, epochs=2, ema=0.9, learning_rate=0.01)
     train(cfg, verbose=0)
-    _, rows = read_history(Path(cfg["out"]) / "history.csv")
+    _, rows = read_history(Path(cfg["out"]))
     best = max(rows, key=lambda r: float(r["val_accuracy"]))
     # The checkpoint holds the averaged weights that validation scored, not the training weights.
     val = parts.load_splits(cfg)["val"]
@@ -237,7 +269,7 @@ def _start_and_wait_for_first_epoch(args, history, **popen):
     """A `fer_keras.training.train` process past its first epoch (its history row written)."""
     proc = subprocess.Popen(cli(*args), stdout=subprocess.DEVNULL, **popen)
     deadline = time.time() + 240
-    while not read_history(history)[1] and proc.poll() is None and time.time() < deadline:
+    while not read_history(history.parent)[1] and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before the test could act on it"
     return proc
@@ -304,7 +336,7 @@ def test_nan_epoch_keeps_last_good_checkpoint(tmp_path):
     assert history.epoch == [1]  # resumed from the backup after epoch 1
     assert np.isnan(history.history["loss"][-1])
     assert (out / "model.keras").read_bytes() == good
-    _, rows = read_history(out / "history.csv")
+    _, rows = read_history(out)
     assert [r["epoch"] for r in rows] == ["0", "1"] and rows[1]["loss"] == "nan"
 
 
@@ -330,13 +362,13 @@ def test_resume_after_kill_continues_at_next_epoch(tmp_path, capsys):
         cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.time() + 240
-    while not read_history(history)[1] and proc.poll() is None and time.time() < deadline:
+    while not read_history(history.parent)[1] and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     time.sleep(0.2)  # let the backup of that epoch land too; the run is now in a later epoch
     assert proc.poll() is None, "the run ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    before = read_history(history)[1]
+    before = read_history(history.parent)[1]
     resume_at = json.loads((out / "backup" / "training_metadata.json").read_text())["epoch"]
     assert 1 <= resume_at < 6 and len(before) >= resume_at
 
@@ -344,7 +376,7 @@ def test_resume_after_kill_continues_at_next_epoch(tmp_path, capsys):
     assert main(args) == 0  # the same command again
     first_epoch = re.search(r"^Epoch (\d+)/6", capsys.readouterr().out, re.MULTILINE)
     assert first_epoch and int(first_epoch.group(1)) == resume_at + 1
-    after = read_history(history)[1]
+    after = read_history(history.parent)[1]
     assert [int(r["epoch"]) for r in after] == list(range(6))
     assert after[:resume_at] == before[:resume_at]  # epochs done before the kill were not redone
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 6
@@ -451,7 +483,7 @@ def test_multi_worker_training_with_two_workers_resumes_after_a_kill(tmp_path, f
 
     # Kill the whole cluster in its second epoch, then run the same commands again.
     def both_did_an_epoch():
-        if all(read_history(d / "history.csv")[1] for d in (out, worker)):
+        if all(read_history(d)[1] for d in (out, worker)):
             time.sleep(0.5)  # both backups land before the next epoch's first all-reduce
             return True
         return False
@@ -483,7 +515,7 @@ def test_multi_worker_training_with_two_workers_resumes_after_a_kill(tmp_path, f
     assert json.loads((worker / "config.json").read_text())["wandb"] == "disabled"
 
     # One synchronous training: the same metrics every epoch, and the same final weights.
-    chief_rows, worker_rows = read_history(out / "history.csv")[1], read_history(worker / "history.csv")[1]
+    chief_rows, worker_rows = read_history(out)[1], read_history(worker)[1]
     assert [int(r["epoch"]) for r in chief_rows] == list(range(4))
     for key in ("loss", "accuracy", "val_accuracy"):
         assert [r[key] for r in chief_rows] == [r[key] for r in worker_rows], key

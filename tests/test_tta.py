@@ -6,7 +6,7 @@ import pytest
 
 from fer_keras.errors import FerError
 from fer_keras.models import build_model
-from fer_keras.inference.predict import keras_predictor, predict_probabilities
+from fer_keras.inference.predictor import Predictor
 from fer_keras.inference.tta import TTA_MODES, tta_mode, tta_views
 
 
@@ -41,14 +41,14 @@ def test_flip_mirrors_and_flip_rotate_turns_both_ways():
 
 def test_flip_rotate_probabilities_do_not_change_when_the_face_is_mirrored():
     keras.utils.set_random_seed(3)
-    predict = keras_predictor(build_model("tiny_cnn"))
+    model = build_model("tiny_cnn")
     faces = np.random.default_rng(0).integers(0, 256, (5, 48, 48, 1), dtype=np.uint8)
     faces[:, :, :20] //= 3
     for mode in TTA_MODES:  # each mode's views of the mirror are its views of the face, mirrored
-        np.testing.assert_allclose(predict_probabilities([predict], faces[:, :, ::-1], tta=mode),
-                                   predict_probabilities([predict], faces, tta=mode), atol=1e-5)
-    assert not np.allclose(predict_probabilities([predict], faces, tta="flip_rotate"),
-                           predict_probabilities([predict], faces, tta="flip"), atol=1e-5)
+        np.testing.assert_allclose(Predictor(model, tta=mode).predict_proba(faces[:, :, ::-1]),
+                                   Predictor(model, tta=mode).predict_proba(faces), atol=1e-5)
+    assert not np.allclose(Predictor(model, tta="flip_rotate").predict_proba(faces),
+                           Predictor(model, tta="flip").predict_proba(faces), atol=1e-5)
 
 
 def test_unknown_mode_is_a_user_error_naming_the_known_ones():

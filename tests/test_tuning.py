@@ -17,7 +17,7 @@ from fer_keras.models import default_hparams, list_models
 from tuning import search, spaces
 from tuning import tuner as tuner_lib
 from tuning.summary import load_trials
-from tuning.tuner import RUN_FILE
+from fer_keras.core.runs import TRIAL_FILE
 
 # Hyperband continuations load a checkpoint's weights without its optimizer state (KerasTuner).
 pytestmark = pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer:UserWarning")
@@ -283,7 +283,7 @@ def test_distributed_search_with_a_chief_and_two_workers(tmp_path, kerastuner_cl
     done = claimed["worker0"] + claimed["worker1"]
     assert sorted(done) == sorted(trials)  # every trial once, by a worker
     for trial_id in trials:
-        ran_on = json.loads((search_dir / f"trial_{trial_id}" / RUN_FILE).read_text())["tuner_id"]
+        ran_on = json.loads((search_dir / f"trial_{trial_id}" / TRIAL_FILE).read_text())["tuner_id"]
         assert trial_id in claimed[ran_on]
         run = read_offline_run(search_dir / f"trial_{trial_id}")
         assert run["group"] == "dist" and run["config"]["tuning"]["tuner_id"] == ran_on

@@ -13,7 +13,7 @@ import struct
 import zlib
 from pathlib import Path
 
-from fer_keras.training.tracking import ID_FILE
+from fer_keras.core.runs import WANDB_ID_FILE
 
 _FILE_HEADER = struct.pack("<4sHB", b":W&B", 0xBEE1, 0)
 _BLOCK = 32768
@@ -45,7 +45,7 @@ def _wandb_files(path):
     """The .wandb files of `path`, oldest first."""
     if path.is_file():
         return [path]
-    id_file = path / ID_FILE
+    id_file = path / WANDB_ID_FILE
     if id_file.exists():
         run_id = id_file.read_text().strip()
         roots = [path, Path(os.environ.get("WANDB_DIR") or path)]

@@ -5,15 +5,14 @@ a grid value (joined by "/" when a series varies several) and a figure is a perc
 project's words ("diverged"). Each setting's runs give mean +- std over their seeds.
 """
 
-import json
 import statistics
 from pathlib import Path
 
 import pandas as pd
 
-from fer_keras.evaluation.compare import find_runs, searched_values, setting_label
+from fer_keras.core import runs
+from fer_keras.evaluation.compare import setting_label
 from fer_keras.core.io import atomic_path, write_text
-from fer_keras.training.runner import CONFIG_FILE, METRICS_FILE
 from fer_keras.core.tables import markdown_table
 
 SCORES = ("train_accuracy", "val_accuracy", "test_accuracy")
@@ -24,21 +23,21 @@ COLUMNS = ("series", "setting", "reported", "val_accuracy", "test_accuracy", "tr
 def series_claims(series_dir, reported):
     """One row per setting of the series in `series_dir`: its reported figure and measured scores."""
     settings, splits = {}, {}
-    for run in find_runs([series_dir]):
-        label = setting_label(searched_values(run))
-        settings.setdefault(label, []).append(json.loads((run / METRICS_FILE).read_text()))
-        splits[label] = json.loads((run / CONFIG_FILE).read_text())["split"]
+    for run in runs.find_runs([series_dir]):
+        label = setting_label(runs.searched_values(run))
+        settings.setdefault(label, []).append(runs.read_metrics(run))
+        splits[label] = runs.read_config(run)["split"]
     reported = {str(k): v for k, v in (reported or {}).items()}
     rows = []
     for setting in dict.fromkeys([*reported, *sorted(settings)]):
-        runs = settings.get(setting, [])
+        measured = settings.get(setting, [])
         row = {"series": Path(series_dir).name, "setting": setting, "reported": _figure(reported.get(setting)),
-               "split": splits.get(setting, ""), "runs": len(runs)}
+               "split": splits.get(setting, ""), "runs": len(measured)}
         for score in SCORES:
             split = score.split("_")[0]
-            row[score] = _spread([m[split]["accuracy"] * 100 for m in runs if split in m])
-        row["gap"] = _spread([m["train_val_gap"] * 100 for m in runs if m.get("train_val_gap") is not None])
-        row["minutes"] = round(sum(m.get("train_time", 0) for m in runs) / 60, 1) if runs else ""
+            row[score] = _spread([m[split]["accuracy"] * 100 for m in measured if split in m])
+        row["gap"] = _spread([m["train_val_gap"] * 100 for m in measured if m.get("train_val_gap") is not None])
+        row["minutes"] = round(sum(m.get("train_time", 0) for m in measured) / 60, 1) if measured else ""
         rows.append(row)
     return rows
 

@@ -13,10 +13,10 @@ import threading
 from concurrent import futures
 
 import grpc
-from keras_tuner.src import protos
-from keras_tuner.src.distribute import oracle_chief
-from keras_tuner.src.engine.trial import TrialStatus
+from keras_tuner.engine.trial import TrialStatus
 
+from fer_keras.core.private_api import kt_oracle_chief as oracle_chief
+from fer_keras.core.private_api import kt_protos as protos
 from fer_keras.errors import FerError
 
 ENV_VARS = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")

@@ -10,9 +10,11 @@ import json
 import re
 from pathlib import Path
 
+from fer_keras.core.runs import RESUMABLE
 from fer_keras.training import config as config_lib
 from fer_keras.core.cli import ArgumentParser, keras_verbosity, user_errors
-from fer_keras.training.distribute import STRATEGIES, get_strategy
+from fer_keras.training.choices import STRATEGIES
+from fer_keras.training.distribute import get_strategy
 from fer_keras.errors import FerError
 from fer_keras.core.io import write_json
 from fer_keras.core.lock import folder_lock
@@ -131,7 +133,7 @@ def _changes(saved, current, prefix=""):
     """'key: old -> new' for every differing leaf, except the base config's resumable keys."""
     changes = []
     for key in sorted(set(saved) | set(current)):
-        if prefix == "space.base." and key in config_lib.RESUMABLE:
+        if prefix == "space.base." and key in RESUMABLE:
             continue
         old, new = saved.get(key), current.get(key)
         if isinstance(old, dict) and isinstance(new, dict):

@@ -9,11 +9,12 @@ searched keeps the base config's value; each searched value defaults to it too.
 import itertools
 from dataclasses import asdict, dataclass
 
+from fer_keras.core.runs import RESUMABLE
 from fer_keras.training import config as config_lib
 from fer_keras.errors import FerError
 from fer_keras.models import default_hparams, list_models
 from fer_keras.models.registry import check_hparams
-from fer_keras.training.optim import OPTIMIZERS
+from fer_keras.training.choices import OPTIMIZERS
 
 # Training-config dimensions: candidate values (the base value is always added).
 WEIGHT_DECAYS = (0.0, 1e-5, 1e-4, 1e-3, 1e-2)
@@ -108,7 +109,7 @@ def builder_dims(model, model_args=None):
 
 
 # Options a grid may not vary: they name, track or place a run, or are not training settings.
-NOT_GRID = (*config_lib.RESUMABLE, "model_args", "recipe", "overfit_check", "export", "data")
+NOT_GRID = (*RESUMABLE, "model_args", "recipe", "overfit_check", "export", "data")
 
 
 def grid_dims(base, grid, models):

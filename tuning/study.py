@@ -53,7 +53,7 @@ def load_study(path):
     if not path.is_file() and (STUDIES_DIR / f"{path}.yaml").is_file():
         path = STUDIES_DIR / f"{path}.yaml"
     try:
-        study = yaml.safe_load(path.read_text())
+        study = yaml.safe_load(config_lib.read_config_text(path, "study file"))
     except yaml.YAMLError as exc:
         raise FerError(f"study file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(study, dict):

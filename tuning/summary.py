@@ -14,11 +14,10 @@ from keras_tuner.engine.trial import Trial
 
 from fer_keras.core.cli import ArgumentParser, user_errors
 from fer_keras.errors import FerError
+from fer_keras.core import runs
 from fer_keras.core.io import atomic_path, write_json, write_text
-from fer_keras.training.runner import METRICS_FILE
 from fer_keras.core.tables import fmt, markdown_table
 from tuning.spaces import SearchSpace
-from tuning.tuner import RUN_FILE
 
 STATE_FILE = "space.json"
 METRICS = ("val_accuracy", "val_f1_score", "val_loss", "accuracy", "loss")
@@ -65,18 +64,13 @@ def _row(search_dir, trial, space, objective, max_epochs):
     row.update({name: values.get(name, dim.args["default"]) for name, dim in space.dims.items()})
     row.update({column: values.get(key) for key, column in HYPERBAND.items() if "tuner/bracket" in values})
     trial_dir = search_dir / f"trial_{trial.trial_id}"
-    record, metrics = _read_json(trial_dir / RUN_FILE), _read_json(trial_dir / METRICS_FILE)
+    record, metrics = runs.read_trial(trial_dir), runs.read_metrics(trial_dir) or {}
     row["tuner_id"] = record.get("tuner_id")
     row["params"] = metrics.get("params")
     row["train_val_gap"] = metrics.get("train_val_gap")
     row["test_accuracy"] = metrics.get("test", {}).get("accuracy")
     row["wall_time_s"] = round(metrics["wall_time"], 1) if "wall_time" in metrics else None
     return row
-
-
-def _read_json(path):
-    """A trial's JSON record, {} where the trial has not written it (yet)."""
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def best_config(state, row):

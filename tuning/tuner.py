@@ -13,19 +13,17 @@ from pathlib import Path
 
 import keras
 import keras_tuner as kt
-from keras_tuner.src.engine.tuner_utils import TunerCallback
 
-from fer_keras.training import callbacks as cb
 from fer_keras.training import runner
 from fer_keras.training import parts
 from fer_keras.errors import DivergedError
 from fer_keras.core.io import write_json, write_text
-from fer_keras.modelio.saving import MODEL_FILE, load_keras_model
-from fer_keras.training.tracking import ID_FILE
+from fer_keras.core import runs
+from fer_keras.core.private_api import TunerCallback
+from fer_keras.modelio.saving import load_keras_model
 
 # kt.Objective with explicit directions: a bare "val_f1_score" would be minimised.
 OBJECTIVES = {name: kt.Objective(name, "max") for name in ("val_accuracy", "val_f1_score")}
-RUN_FILE = "run.json"  # per trial: which tuner ran it, its W&B run id and its searched values
 IDLE_WAIT = 1.0  # seconds a worker waits before asking an oracle that had no trial for it
 
 
@@ -93,7 +91,7 @@ class TrialRunner:
 
     def _get_checkpoint_fname(self, trial_id):
         """The trial's best checkpoint, which `run_training` writes (KerasTuner would write a second)."""
-        return str(Path(self.get_trial_dir(trial_id)) / MODEL_FILE)
+        return str(Path(self.get_trial_dir(trial_id)) / runs.MODEL_FILE)
 
     def load_model(self, trial):
         return load_keras_model(self._get_checkpoint_fname(trial.trial_id))
@@ -104,8 +102,8 @@ class TrialRunner:
         cfg = {**self.hypermodel.trial_config(hp), "out": str(trial_dir), "export": False}
         wandb_id = f"{self.project_name}-{trial.trial_id}"
         values = {k: v for k, v in hp.values.items() if not k.startswith("tuner/")}
-        write_json(trial_dir / RUN_FILE, {"tuner_id": self.tuner_id, "wandb_id": wandb_id, "values": values})
-        write_text(trial_dir / ID_FILE, wandb_id + "\n")  # the W&B run id tracking.start_run takes
+        write_json(trial_dir / runs.TRIAL_FILE, {"tuner_id": self.tuner_id, "wandb_id": wandb_id, "values": values})
+        write_text(trial_dir / runs.WANDB_ID_FILE, wandb_id + "\n")  # the W&B run id tracking.start_run takes
         print(f"trial {trial.trial_id} runs on tuner {self.tuner_id}")
         previous = hp.values.get("tuner/trial_id")  # Hyperband: continue that trial's best weights
         keras.backend.clear_session()  # one process trains many models
@@ -139,7 +137,7 @@ class TrialRunner:
 def trial_history(trial_dir):
     """The trial's epochs as a Keras `History`, from its history.csv (all epochs of the trial,
     including those done before an interruption that BackupAndRestore resumed from)."""
-    _, rows = cb.read_history(Path(trial_dir) / cb.HISTORY_FILE)
+    _, rows = runs.read_history(trial_dir)
     history = keras.callbacks.History()
     history.epoch = [int(r["epoch"]) for r in rows]
     history.history = {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {}) if k != "epoch"}

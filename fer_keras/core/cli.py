@@ -8,6 +8,7 @@ import sys
 from fer_keras.errors import FerError
 
 INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
+MAX_MESSAGE = 500  # characters of an error line; the rest is cut
 
 
 def user_errors(main=None, *, interrupted="interrupted"):
@@ -40,11 +41,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def error_message(exc):
-    """One line for an error: `PATH: reason` for an OSError about a file, else its message."""
+    """One line of at most MAX_MESSAGE characters for an error: `PATH: reason` for an OSError about a file,
+    else its message."""
     if isinstance(exc, OSError) and exc.filename is not None:
         where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 is not None else exc.filename
-        return f"{where}: {exc.strerror or exc}"
-    return " ".join(str(exc).splitlines()) or type(exc).__name__
+        line = f"{where}: {exc.strerror or exc}"
+    else:
+        line = " ".join(str(exc).splitlines()) or type(exc).__name__
+    return line if len(line) <= MAX_MESSAGE else f"{line[:MAX_MESSAGE - 40]}... ({len(line):,} characters in all)"
 
 
 def keras_verbosity():

@@ -1,7 +1,6 @@
 """`python -m fer_keras.data stats PATH [--out DIR]` and `python -m fer_keras.data synthetic --out FILE`.
 
-`stats` writes its charts into `--out`, by default `<name>_stats/` in the current folder, named for the
-input file without its .csv/.gz suffixes (`fer2013.csv.gz` -> `fer2013_stats/`).
+`stats` prints the statistics, and writes its charts only into the folder `--out` names.
 """
 
 import argparse
@@ -22,20 +21,13 @@ def _positive(text):
     return value
 
 
-def default_stats_dir(data_path):
-    """`<name>_stats` in the current folder, `<name>` the input file's name without .gz and .csv."""
-    name = Path(data_path).name.removesuffix(".gz").removesuffix(".csv")
-    return Path(f"{name}_stats")
-
-
 def build_parser():
     parser = ArgumentParser(prog="python -m fer_keras.data", description="FER2013 data tools.")
     commands = parser.add_subparsers(dest="command", required=True)
     stats = commands.add_parser("stats", help="rows per split and class, imbalance, duplicates, pixel mean/std; "
                                 "writes class_distribution.png and samples.png")
     stats.add_argument("path", help="a FER2013 CSV (any layout, plain or .gz)")
-    stats.add_argument("--out", type=Path, help="folder for the PNG charts (default: <name>_stats/ here, "
-                       "named for the input file)")
+    stats.add_argument("--out", type=Path, help="folder for the PNG charts (without it: no charts)")
     stats.add_argument("--skip-bad", action="store_true", help="skip bad rows instead of stopping at the first")
     synthetic = commands.add_parser("synthetic", help="write a synthetic FER-like CSV (fer2013.csv layout)")
     synthetic.add_argument("--out", type=Path, required=True, help="output CSV (.csv or .csv.gz)")
@@ -50,11 +42,14 @@ def main(argv=None):
     if args.command == "synthetic":
         print(f"wrote {write_synthetic_csv(args.out, n=args.n, seed=args.seed)} ({args.n} faces, seed {args.seed})")
         return 0
-    out = check_output(args.out or default_stats_dir(args.path), folder=True)
+    out = check_output(args.out, folder=True) if args.out else None
     data = load_fer2013(args.path, skip_bad=args.skip_bad)
     print(format_stats(dataset_stats(data)))
     if data.labels is None:
         print("no emotion column: no charts")
+        return 0
+    if out is None:
+        print("no charts written: --out DIR writes class_distribution.png and samples.png into DIR")
         return 0
     for name, plot in (("class_distribution.png", plot_class_distribution), ("samples.png", plot_samples)):
         plot(data, out / name)

@@ -2,8 +2,10 @@
 layers Keras lacks to copy the original projects' albumentations pipelines: one op applied with a
 probability per image, Gaussian noise of a variance drawn per image, and several square holes.
 
-The augmenter runs on batches inside `tf.data` (see `fer_keras.data.pipeline.make_dataset`, which
-applies it only when `training=True`), so it never becomes part of a model or an exported graph.
+A preset is an `Augmentation` layer that `fit` runs in the training step, in front of the network
+(`Augmented`), so it runs where the model runs: on the GPU when there is one. It is the identity
+outside training, and only the network is ever saved or exported. MixUp and CutMix change labels,
+which a model never sees: `build_mixer` gives them to `tf.data` (`fer_keras.data.pipeline.make_dataset`).
 `python -m fer_keras.data.augment preview --preset NAME [--data PATH] [--n 16] [--seed S] --out grid.png`
 draws a preset on sample faces, to see what training will see.
 """
@@ -14,8 +16,8 @@ import keras
 import numpy as np
 
 from fer_keras.core.cli import ArgumentParser, user_errors
-from fer_keras.constants import NUM_CLASSES
 from fer_keras.data import default_data, load_fer2013, sample_faces
+from fer_keras.data.presets import PRESET_KNOBS, PRESETS
 from fer_keras.errors import FerError
 from fer_keras.core.io import atomic_path, check_output
 
@@ -23,60 +25,6 @@ VALUE_RANGE = (0, 255)
 FILL_MODE = "nearest"  # no black corners, and ~20% cheaper than "reflect" on 48x48 batches
 ERASE_FILL = 128.0  # mid gray, about the FER2013 pixel mean; a constant is ~2.5x cheaper than noise
 
-_STRONG = {
-    "flip": True,
-    "rotation_deg": 15,
-    "translation": 0.1,
-    "zoom": 0.1,
-    "shear": 0.1,
-    "brightness": 0.2,
-    "contrast": 0.2,
-    "erasing_prob": 0.1,
-    "noise_std": 3.0,  # in 0..255 pixel units
-}
-# Preset -> knob values; knobs are applied stage by stage, in the order of `_STAGES` below.
-PRESET_KNOBS = {
-    "none": {},
-    "light": {"flip": True, "rotation_deg": 10, "brightness": 0.2, "contrast": 0.2},
-    # light plus shifts of up to 10% (whole pixels): the random-crop regulariser of the FER2013 papers.
-    "medium": {"flip": True, "rotation_deg": 10, "translation": 0.1, "brightness": 0.2, "contrast": 0.2},
-    "strong": _STRONG,
-    # The original projects' pipelines, with their limits and per-op probabilities.
-    # "Slight" random rotation only, no flip or colour (project 001); +-10 degrees as project 002's
-    # RandomRotation(10).
-    "rotation": {"rotation_deg": 10},
-    # RandomHorizontalFlip, RandomRotation(10): project 002's first CNN; project 004's CBAM CNN.
-    "flip_rotation": {"flip": True, "rotation_deg": 10},
-    # Project 000 (torchvision): flip, RandomRotation(10), RandomAffine(translate=(0.1, 0.1)).
-    "torchvision_000": {"flip": True, "rotation_deg": 10, "translation": 0.1},
-    # Project 002's ImprovedCNN (albumentations): Rotate(limit=15, p=0.5), HorizontalFlip(p=0.5),
-    # RandomBrightnessContrast(p=0.3) with its default limits of 0.2.
-    "albumentations_002_improved": {
-        "flip": True, "rotation_deg": 15, "geometry_p": 0.5, "brightness": 0.2, "contrast": 0.2, "photometric_p": 0.3,
-    },
-    # Project 002's basic CNN, ResNet and ViT (albumentations): HorizontalFlip(p=0.5),
-    # ShiftScaleRotate(shift 0.1, scale 0.1, rotate 15, p=0.5), RandomBrightnessContrast(0.2, 0.2, p=0.5),
-    # GaussNoise(var_limit=(10, 50), p=0.3), CoarseDropout(8 holes of 8x8 pixels, p=0.3).
-    "albumentations_002": {
-        "flip": True,
-        "rotation_deg": 15,
-        "translation": 0.1,
-        "zoom": 0.1,
-        "geometry_p": 0.5,
-        "brightness": 0.2,
-        "contrast": 0.2,
-        "photometric_p": 0.5,
-        "noise_var": (10.0, 50.0),  # grey levels squared: std 3.2 to 7.1
-        "noise_p": 0.3,
-        "holes": (8, 8),  # (count, side in pixels), filled with 0 as albumentations does
-        "holes_p": 0.3,
-    },
-    # Project 004's deep CNN v3 (torchvision): flip, rotation 15, translation 10%, scale 90-110%,
-    # shear, brightness/contrast jitter, RandomErasing(p=0.1). It states no shear or jitter strength:
-    # these are strong's, and this is strong without its noise.
-    "torchvision_004": {knob: value for knob, value in _STRONG.items() if knob != "noise_std"},
-}
-PRESETS = tuple(PRESET_KNOBS)
 
 register = keras.saving.register_keras_serializable(package="fer_keras")
 
@@ -166,9 +114,7 @@ class CoarseDropout(keras.layers.Layer):
 # Knob -> layer factory `(value, **kw) -> layer`, kw = seed and dtype.
 _LAYERS = {
     "flip": lambda _, **kw: keras.layers.RandomFlip("horizontal", **kw),
-    "rotation_deg": lambda deg, **kw: keras.layers.RandomRotation(
-        deg / 360, fill_mode=FILL_MODE, **kw
-    ),
+    "rotation_deg": lambda deg, **kw: rotation(deg / 360, **kw),
     # Each bilinear pass blurs a 48x48 face a little; a shift keeps it sharp with whole pixels.
     "translation": lambda f, **kw: keras.layers.RandomTranslation(
         f, f, fill_mode=FILL_MODE, interpolation="nearest", **kw
@@ -211,38 +157,94 @@ _MIXERS = {
     # CutMix samples its alpha from `factor`; (alpha, alpha) pins it.
     "cutmix": lambda alpha, **kw: keras.layers.CutMix(factor=(alpha, alpha), **kw),
 }
+# The mixers' seeds count from seed + MIXER_SEEDS, so that none shares a seed with an image layer.
+MIXER_SEEDS = 1000
 
 
-def build_augmenter(preset="none", mixup=0.0, cutmix=0.0, seed=0):
-    """Return `augment(images, labels) -> (images, labels)` for float 0..255 batches, or None.
+@register
+class Augmentation(keras.layers.Layer):
+    """The image layers of augmentation preset `preset`, in order, then a clip to 0..255, on float
+    0..255 batches in training; the identity otherwise (evaluation, prediction, export).
 
-    Labels are one-hot; MixUp/CutMix (Beta alpha, 0 = off; both on = MixUp then CutMix) make them
-    soft but still summing to 1. Every layer gets its own seed derived from `seed`, computes in
-    float32 whatever the global dtype policy (mixed_bfloat16 is for the model), and runs with
-    `training=True`: the augmenter is only ever meant for training batches.
+    Each layer gets its own seed counted from `seed` and computes in float32 whatever the global
+    dtype policy (mixed_bfloat16 is for the network).
     """
-    if preset not in PRESET_KNOBS:
-        raise FerError(f"unknown augmentation preset {preset!r}; choose from {', '.join(PRESETS)}")
+
+    def __init__(self, preset, seed=0, **kwargs):
+        super().__init__(**{"dtype": "float32", **kwargs})
+        if preset not in PRESET_KNOBS:
+            raise FerError(f"unknown augmentation preset {preset!r}; choose from {', '.join(PRESETS)}")
+        self.preset, self.seed = preset, seed
+        self.pipeline = keras.layers.Pipeline(_image_layers(PRESET_KNOBS[preset], itertools.count(seed)))
+
+    def build(self, input_shape):
+        self.pipeline(keras.KerasTensor(input_shape), training=True)  # a symbolic pass builds every layer
+
+    def call(self, images, training=None):
+        if not training:
+            return images
+        return keras.ops.clip(self.pipeline(images, training=True), *VALUE_RANGE)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "preset": self.preset, "seed": self.seed}
+
+
+class Augmented(keras.Model):
+    """`network` behind `augmentation`: the model that `fit` trains, so that augmentation runs in the
+    training step. Save, export and ship `network` (`network_of`), never this wrapper."""
+
+    def __init__(self, network, augmentation, **kwargs):
+        # float32: the images reach the augmentation as the pipeline made them, not cast to bf16
+        super().__init__(**{"name": network.name, "dtype": "float32", **kwargs})
+        self.network, self.augmentation = network, augmentation
+        self.build(network.input.shape)
+
+    def build(self, input_shape):
+        self.augmentation.build(input_shape)  # the network is built already
+
+    def call(self, images, training=None):
+        return self.network(self.augmentation(images, training=training), training=training)
+
+
+def augmented(network, preset="none", seed=0):
+    """The model to train: `network` behind preset `preset`'s `Augmentation`; `network` itself for "none"."""
+    augmentation = Augmentation(preset, seed=seed)
+    return network if preset == "none" else Augmented(network, augmentation)
+
+
+def network_of(model):
+    """The network inside a model from `augmented`: what checkpoints, exports and evaluation use."""
+    return model.network if isinstance(model, Augmented) else model
+
+
+def build_mixer(mixup=0.0, cutmix=0.0, seed=0):
+    """`mix(images, labels) -> (images, labels)` for float 0..255 batches with one-hot labels, or None
+    when both are off (Beta alpha 0); both on is MixUp then CutMix. The labels come out soft but still
+    summing to 1. For training batches only: `make_dataset` applies it in `tf.data`, where labels are."""
     if not (0 <= mixup and 0 <= cutmix <= 1):
         raise FerError(f"need mixup alpha >= 0 and cutmix alpha in [0, 1], got {mixup}, {cutmix}")
-    seeds = itertools.count(seed)
-    image_layers = _pipeline(_image_layers(PRESET_KNOBS[preset], seeds))
     alphas = {"mixup": mixup, "cutmix": cutmix}
-    mixers = _pipeline([_MIXERS[k](alphas[k], seed=next(seeds), dtype="float32") for k in _MIXERS if alphas[k]])
-    if image_layers is None and mixers is None:
+    seeds = itertools.count(seed + MIXER_SEEDS)
+    layers = [_MIXERS[k](alphas[k], seed=next(seeds), dtype="float32") for k in _MIXERS if alphas[k]]
+    if not layers:
         return None
+    mixers = keras.layers.Pipeline(layers)
 
-    def augment(images, labels):
-        images = keras.ops.convert_to_tensor(images, "float32")
-        labels = keras.ops.convert_to_tensor(labels, "float32")
-        if image_layers is not None:
-            images = keras.ops.clip(image_layers(images, training=True), *VALUE_RANGE)
-        if mixers is not None:
-            mixed = mixers({"images": images, "labels": labels}, training=True)
-            images, labels = mixed["images"], mixed["labels"]
-        return images, labels
+    def mix(images, labels):
+        mixed = mixers({"images": keras.ops.convert_to_tensor(images, "float32"),
+                        "labels": keras.ops.convert_to_tensor(labels, "float32")}, training=True)
+        return mixed["images"], mixed["labels"]
 
-    return augment
+    return mix
+
+
+def rotation(factor, **kwargs):
+    """RandomRotation by `factor` (fractions of a full turn, as Keras takes it) with the presets' fill:
+    a +-range for training, or a (turn, turn) pair for one fixed turn (rotation TTA)."""
+    return keras.layers.RandomRotation(factor, fill_mode=FILL_MODE, **kwargs)
 
 
 def _image_layers(knobs, seeds):
@@ -257,22 +259,13 @@ def _image_layers(knobs, seeds):
     return layers
 
 
-def _pipeline(layers):
-    """A `keras.layers.Pipeline` of `layers`, or None without any."""
-    return keras.layers.Pipeline(layers) if layers else None
-
-
 def save_augment_grid(images, preset, path, seed=0, draws=5):
     """Save a PNG grid to eyeball a preset: one row per image, the original then `draws` draws."""
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
-    augment = build_augmenter(preset, seed=seed)
+    augmentation = Augmentation(preset, seed=seed)
     images = np.asarray(images, dtype="float32")
-    labels = np.eye(NUM_CLASSES, dtype="float32")[np.zeros(len(images), dtype=int)]
-    columns = [images] + [
-        keras.ops.convert_to_numpy(augment(images, labels)[0]) if augment else images
-        for _ in range(draws)
-    ]
+    columns = [images] + [keras.ops.convert_to_numpy(augmentation(images, training=True)) for _ in range(draws)]
     fig = Figure(figsize=(draws + 1, len(images) + 0.3))
     axes = fig.subplots(len(images), draws + 1, squeeze=False)
     for col, batch in enumerate(columns):

@@ -1,4 +1,9 @@
-"""tf.data input pipelines over decoded FER2013 arrays, with balanced sampling; class weights for `fit`."""
+"""tf.data input pipelines over decoded FER2013 arrays, with balanced sampling; class weights for `fit`.
+
+The pipeline casts, one-hot encodes, shuffles or samples, batches and prefetches. Image augmentation is
+not here: it runs in the model's training step (`fer_keras.data.augment.Augmented`); only MixUp and
+CutMix, which change labels, are applied here to training batches.
+"""
 
 import math
 
@@ -7,9 +12,8 @@ import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
 from fer_keras.constants import IMAGE_SHAPE, IMAGE_SIZE, NUM_CLASSES
+from fer_keras.data.splits import SAMPLINGS
 from fer_keras.errors import DataError, FerError
-
-SAMPLINGS = ("shuffle", "balanced")
 
 
 def make_dataset(
@@ -19,7 +23,7 @@ def make_dataset(
     batch_size,
     training=False,
     seed=0,
-    augment=None,
+    mix=None,
     sampling="shuffle",
     soft_labels=None,
 ):
@@ -28,11 +32,12 @@ def make_dataset(
     `images`: uint8 (N, 48, 48, 1); `labels`: ints 0..6, or None to yield images only.
     `soft_labels`: (N, 7) probabilities yielded instead of the one-hot labels (distillation targets);
     `labels` still say each face's class for balanced sampling.
-    Training: cache -> shuffle (seeded, new order each epoch) -> batch -> map(augment) -> prefetch;
-    `sampling="balanced"` instead draws classes uniformly (like PyTorch's WeightedRandomSampler) for
-    ceil(N / batch_size) batches per epoch. `augment` is applied only when `training=True`, so
-    evaluation pipelines never see it. Sample order is reproducible for a seed (given TF's global seed); augmentation draws are seeded,
-    but the parallel map may hand them to batches in a different order from run to run.
+    Training: cache -> shuffle (seeded, new order each epoch) -> batch -> map(cast, one-hot, mix) ->
+    prefetch; `sampling="balanced"` instead draws classes uniformly (like PyTorch's WeightedRandomSampler)
+    for ceil(N / batch_size) batches per epoch. `mix(images, labels) -> (images, labels)` (MixUp/CutMix,
+    `fer_keras.data.augment.build_mixer`) is applied only when `training=True`, so evaluation pipelines
+    never see it. Sample order is reproducible for a seed (given TF's global seed); mixing draws are
+    seeded, but the parallel map may hand them to batches in a different order from run to run.
     """
     images = np.asarray(images)
     if images.shape[1:] != IMAGE_SHAPE or len(images) == 0:
@@ -41,8 +46,8 @@ def make_dataset(
     if sampling not in SAMPLINGS:
         raise FerError(f"unknown sampling {sampling!r}; choose from {', '.join(SAMPLINGS)}")
     if labels is None:
-        if training and (augment is not None or sampling != "shuffle"):
-            raise FerError("augmentation and balanced sampling need labels")
+        if training and (mix is not None or sampling != "shuffle"):
+            raise FerError("MixUp/CutMix and balanced sampling need labels")
         source = (images,)
     else:
         labels = _check_labels(labels, len(images))
@@ -59,7 +64,7 @@ def make_dataset(
     else:
         ds = tf.data.Dataset.from_tensor_slices(source).batch(batch_size)
 
-    prepare = _batch_preparer(augment if training else None)
+    prepare = _batch_preparer(mix if training else None)
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -121,16 +126,16 @@ def _balanced(source, labels, seed):
     )
 
 
-def _batch_preparer(augment):
-    """Map function for a batch: cast to float, one-hot (or the soft labels), augment."""
+def _batch_preparer(mix):
+    """Map function for a batch: cast to float, one-hot (or the soft labels), mix."""
 
     def prepare(images, labels=None, soft_labels=None):
         images = tf.cast(images, tf.float32)
         if labels is None:
             return images
         labels = tf.one_hot(labels, NUM_CLASSES, dtype=tf.float32) if soft_labels is None else soft_labels
-        if augment is not None:
-            images, labels = augment(images, labels)
+        if mix is not None:
+            images, labels = mix(images, labels)
         return images, labels
 
     return prepare

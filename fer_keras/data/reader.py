@@ -13,18 +13,19 @@ from pathlib import Path
 import numpy as np
 from isal import igzip
 from isal.igzip_lib import IsalError
+from tqdm import tqdm
 
 from fer_keras.constants import IMAGE_SHAPE
 from fer_keras.data import cache
 from fer_keras.data.ferdata import USAGES, FERData, Problem
 from fer_keras.data.layout import parse_header
 from fer_keras.data.parse import PAD, parse_block
-from fer_keras.data.progress import ByteBar
 from fer_keras.errors import DataError
 
 BLOCK_BYTES = 2 << 20  # small enough for a block's temporaries to stay in the CPU caches
 PROGRESS_MIN_BYTES = 4 << 20  # smaller files read in a blink: no bar
 _MAX_HEADER_BYTES = 1 << 16
+MAX_LINE_BYTES = 1 << 20  # a valid row is about 9 KB (2,304 pixel values); a longer line fails at once
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -89,7 +90,7 @@ def _read(path):
     size = path.stat().st_size
     if size == 0:
         raise DataError(f"{path}: file is empty")
-    bar = ByteBar(f"reading {path.name}", size) if size >= PROGRESS_MIN_BYTES else None
+    bar = tqdm(desc=f"reading {path.name}", total=size, unit="B", unit_scale=True, disable=size < PROGRESS_MIN_BYTES)
     workers = len(os.sched_getaffinity(0))
     with open(path, "rb") as raw, ThreadPoolExecutor(workers) as pool:
         gzipped = raw.read(2) == _GZIP_MAGIC
@@ -99,7 +100,7 @@ def _read(path):
         layout, futures, in_flight = None, [], collections.deque()
         try:
             layout = parse_header(_header(stream, path), path)
-            for block in _blocks(stream, (lambda: bar.update(raw.tell())) if bar else (lambda: None)):
+            for block in _blocks(stream, lambda: bar.update(raw.tell() - bar.n)):
                 if len(in_flight) > workers:  # bound the blocks waiting in memory
                     in_flight.popleft().result()
                 in_flight.append(pool.submit(parse_block, block, layout))
@@ -107,9 +108,13 @@ def _read(path):
         except damaged_gzip as exc:
             line = 1 if layout is None else 2 + sum(f.result().n_lines for f in futures)
             raise DataError(f"{path}: line {line}: gzip data is truncated or corrupt ({exc})") from None
+        except _LineTooLong:
+            line = 2 + sum(f.result().n_lines for f in futures)
+            raise DataError(f"{path}: line {line}: over {MAX_LINE_BYTES:,} bytes without a line break: "
+                            "not a FER2013 row") from None
         finally:
-            if bar:
-                bar.close(raw.tell())
+            bar.update(raw.tell() - bar.n)
+            bar.close()
         blocks = [f.result() for f in futures]
     return _assemble(path, layout, blocks)
 
@@ -126,8 +131,13 @@ def _header(stream, path):
     return line.rstrip(b"\r\n")
 
 
+class _LineTooLong(Exception):
+    """A line grew past MAX_LINE_BYTES: carrying it from block to block would cost quadratic time."""
+
+
 def _blocks(stream, on_progress):
-    """Bytearrays for `parse_block`: `PAD` blanks, whole lines (about `BLOCK_BYTES`), one blank."""
+    """Bytearrays for `parse_block`: `PAD` blanks, whole lines (about `BLOCK_BYTES`), one blank.
+    _LineTooLong as soon as an unfinished line passes MAX_LINE_BYTES."""
     tail = b""
     while True:
         block = bytearray(PAD + len(tail) + BLOCK_BYTES + 2)
@@ -142,6 +152,8 @@ def _blocks(stream, on_progress):
                 yield block
             return
         cut = block.rfind(b"\n", start, end)
+        if end - max(cut + 1, PAD) > MAX_LINE_BYTES:  # the unfinished last line (cut is -1 without a break)
+            raise _LineTooLong
         if cut < 0:
             tail = bytes(block[PAD:end])
             continue

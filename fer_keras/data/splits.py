@@ -7,6 +7,7 @@ from fer_keras.errors import DataError
 
 USAGE_SPLITS = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 SPLIT_MODES = ("usage", "stratified")
+SAMPLINGS = ("shuffle", "balanced")  # how training draws from its split (`fer_keras.data.pipeline`)
 
 
 def split_data(data, val_fraction=0.1, seed=0, mode="usage", folds=None, fold=None):

@@ -13,32 +13,15 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from fer_keras.core import runs as run_folder
 from fer_keras.core.cli import ArgumentParser, user_errors
-from fer_keras.training.config import RESUMABLE
 from fer_keras.constants import CLASS_NAMES
-from fer_keras.errors import FerError
 from fer_keras.core.io import atomic_path, check_output, write_text
-from fer_keras.training.runner import CONFIG_FILE, METRICS_FILE
 from fer_keras.core.tables import markdown_table
 
 # Settings that differ between any two runs without being an experiment's variable.
-NOT_VARIABLES = (*RESUMABLE, "recipe")
-SEARCHED_FILE = "run.json"  # what tuning writes beside a trial's record
+NOT_VARIABLES = (*run_folder.RESUMABLE, "recipe")
 SCORES = ("val_accuracy", "val_macro_f1", "test_accuracy", "gap")
-
-
-def find_runs(paths):
-    """Finished run folders (holding metrics.json and config.json) named by or found under `paths`."""
-    runs = []
-    for path in map(Path, paths):
-        if not path.is_dir():
-            raise FerError(f"{path}: not a folder")
-        found = [path] if (path / METRICS_FILE).exists() else sorted(p.parent for p in path.rglob(METRICS_FILE))
-        found = [run for run in found if (run / CONFIG_FILE).exists()]
-        if not found:
-            raise FerError(f"{path}: no finished run in it (no {METRICS_FILE} beside a {CONFIG_FILE})")
-        runs += [run for run in found if run not in runs]
-    return runs
 
 
 def _label(run, runs):
@@ -56,15 +39,9 @@ def _flat(cfg):
     return {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in flat.items()}
 
 
-def searched_values(run):
-    """The values a search gave the run (a trial's run.json: `variant`, ...); {} for a plain run."""
-    path = run / SEARCHED_FILE
-    return json.loads(path.read_text()).get("values", {}) if path.exists() else {}
-
-
 def _settings(run):
     """A run's flat config, with the values a search gave it."""
-    return {**_flat(json.loads((run / CONFIG_FILE).read_text())), **searched_values(run)}
+    return {**_flat(run_folder.read_config(run)), **run_folder.searched_values(run)}
 
 
 def setting_label(values):
@@ -75,13 +52,13 @@ def setting_label(values):
 
 def _plot_label(run, label):
     """A run's name in the plots: its label, then its setting (e.g. "lr/trial_0001 0.001")."""
-    setting = setting_label(searched_values(run))
+    setting = setting_label(run_folder.searched_values(run))
     return label if setting == "-" else f"{label} {setting}"
 
 
 def comparison_table(runs):
     """One row per run: headline figures, then the settings that vary."""
-    records = [(json.loads((r / METRICS_FILE).read_text()), _settings(r)) for r in runs]
+    records = [(run_folder.read_metrics(r), _settings(r)) for r in runs]
     keys = sorted({k for _, cfg in records for k in cfg} - set(NOT_VARIABLES))
     varying = [k for k in keys if len({str(cfg.get(k)) for _, cfg in records}) > 1]
     rows = []
@@ -124,7 +101,7 @@ def plot_curves(runs, labels, path):
     fig = Figure(figsize=(8, 5), layout="constrained")
     ax = fig.subplots()
     for i, (run, label) in enumerate(zip(runs, labels)):
-        history = pd.read_csv(run / "history.csv").drop_duplicates("epoch", keep="last")
+        history = pd.DataFrame(run_folder.read_history(run)[1]).apply(pd.to_numeric)
         color = f"C{i % 10}"
         ax.plot(history["epoch"] + 1, history["val_accuracy"], color=color, label=label)
         ax.plot(history["epoch"] + 1, history["accuracy"], color=color, ls="--", alpha=0.6)
@@ -140,7 +117,7 @@ def plot_per_class(runs, labels, path, split="val"):
     ax = fig.subplots()
     width = 0.8 / len(runs)
     for i, (run, label) in enumerate(zip(runs, labels)):
-        per_class = json.loads((run / METRICS_FILE).read_text())[split]["per_class"]
+        per_class = run_folder.read_metrics(run)[split]["per_class"]
         recall = [per_class[c]["recall"] for c in CLASS_NAMES]
         ax.bar(np.arange(len(CLASS_NAMES)) + (i - (len(runs) - 1) / 2) * width, recall, width, label=label)
     ax.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES)
@@ -157,7 +134,7 @@ def _save(fig, path):
 
 def compare(paths, out):
     """Write the comparison of the runs in `paths` into folder `out`; return the table."""
-    runs = find_runs(paths)
+    runs = run_folder.find_runs(paths)
     table = comparison_table(runs)
     out = Path(out)
     with atomic_path(out / "comparison.csv") as tmp:
@@ -172,7 +149,7 @@ def compare(paths, out):
     write_text(out / "comparison.md", text)
     labels = [_plot_label(run, label) for run, label in zip(runs, table["run"])]
     plot_curves(runs, labels, out / "curves.png")
-    if all("val" in json.loads((r / METRICS_FILE).read_text()) for r in runs):
+    if all("val" in run_folder.read_metrics(r) for r in runs):
         plot_per_class(runs, labels, out / "per_class.png")
     return table
 

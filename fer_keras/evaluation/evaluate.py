@@ -4,12 +4,12 @@
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 from scipy.special import softmax
 
+from fer_keras.core import runs
 from fer_keras.core.cli import ArgumentParser, user_errors
 from fer_keras.data import default_data, load_fer2013, split_data
 from fer_keras.errors import FerError
@@ -36,10 +36,10 @@ def evaluate_model(model, splits, batch_size=256, verbose="auto"):
 def accuracy_with_tta(model, data_path, split="val"):
     """Accuracy of `model` on the labelled `split` (default PublicTest) of `data_path`, averaging
     each face's probabilities with its mirror image's (flip TTA, as `predict --tta` does)."""
-    from fer_keras.inference.predict import keras_predictor, predict_probabilities
+    from fer_keras.inference.predictor import Predictor
 
     data = split_data(load_fer2013(data_path))[split]
-    probs = predict_probabilities([keras_predictor(model)], data.images, tta=True)
+    probs = Predictor(model, tta=True).predict_proba(data.images)
     return float(np.mean(probs.argmax(axis=1) == data.labels))
 
 
@@ -57,16 +57,16 @@ def write_evaluation(out_dir, results, extra=None):
         metrics["train_val_gap"] = gap
     metrics.update(extra or {})
     write_text(
-        out_dir / "classification_report.txt",
+        out_dir / runs.REPORT_FILE,
         "\n".join(f"== {split} ({m['n']} images) ==\n{m['report']}" for split, m in results.items()),
     )
     for split, m in results.items():
         plot_confusion_matrix(
             m["confusion_matrix"],
-            out_dir / "plots" / f"confusion_matrix_{split}.png",
+            out_dir / runs.PLOTS_DIR / runs.CONFUSION_PLOT.format(split=split),
             title=f"Confusion matrix: {split}",
         )
-    write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / runs.METRICS_FILE, metrics)
     return metrics
 
 
@@ -92,12 +92,6 @@ def load_split(path, split, cfg):
     return splits[split]
 
 
-def _run_config(run_dir):
-    """The run's resolved config.json, or {} beside a bare .keras file."""
-    path = Path(run_dir) / "config.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
 def _parse_args(argv):
     parser = ArgumentParser(
         prog="python -m fer_keras.evaluate",
@@ -117,8 +111,8 @@ def main(argv=None):
     args = _parse_args(argv)
     model_file = resolve_model_file(args.model)
     run_dir = model_file.parent
-    out_dir = check_output(args.out or run_dir / f"eval-{args.split}", folder=True)
-    cfg = _run_config(run_dir)
+    out_dir = check_output(args.out or run_dir / runs.EVALUATION_DIR.format(split=args.split), folder=True)
+    cfg = runs.read_config(run_dir)
     data_path = args.data or cfg.get("data") or default_data()
     split = load_split(data_path, args.split, cfg)
     results = evaluate_model(load_keras_model(model_file), {args.split: split}, args.batch_size)

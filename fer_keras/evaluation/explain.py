@@ -1,4 +1,4 @@
-"""Grad-CAM heat maps over sample faces: where the network looks (https://arxiv.org/abs/1610.02391).
+"""Grad-CAM heat maps over sample faces, as a grid: where the network looks (`fer_keras.inference.gradcam`).
 
 `python -m fer_keras.evaluation.explain [--model PATH] [--data PATH] [--n 16] --out grid.png [--split NAME]
 [--layer NAME] [--seed S]`
@@ -6,90 +6,18 @@
 
 import math
 
-import keras
-import tensorflow as tf
-
 from fer_keras import pretrained
 from fer_keras.core.cli import ArgumentParser, user_errors
-from fer_keras.constants import CLASS_NAMES, IMAGE_SIZE
+from fer_keras.constants import CLASS_NAMES
 from fer_keras.data import default_data, load_fer2013, sample_faces
-from fer_keras.errors import FerError
 from fer_keras.core.io import atomic_path, check_output
+from fer_keras.inference.gradcam import grad_cam, overlay, target_layer
 from fer_keras.modelio.saving import load_keras_model
 
-# Layers that only resample or regularise a feature map: Grad-CAM looks at the map before them.
-_PASS_THROUGH = (
-    keras.layers.MaxPooling2D,
-    keras.layers.AveragePooling2D,
-    keras.layers.Dropout,
-    keras.layers.SpatialDropout2D,
-    keras.layers.ZeroPadding2D,
-)
 
-
-def _has_conv_kernel(layer):
-    """Whether the layer (or a block nested in it) owns a 2D convolution kernel (rank-4 weight)."""
-    return any(len(w.shape) == 4 for w in layer.weights)
-
-
-def _spatial_output(layer):
-    """Whether the layer's output is a feature map (batch, H, W, C) with H, W > 1."""
-    shape = layer.output.shape
-    return len(shape) == 4 and shape[1] > 1 and shape[2] > 1
-
-
-def feature_layers(model):
-    """Names of the layers whose outputs Grad-CAM can use: feature maps at or after the first conv."""
-    names, seen_conv = [], False
-    for layer in model.layers:
-        seen_conv = seen_conv or _has_conv_kernel(layer)
-        if seen_conv and not isinstance(layer, _PASS_THROUGH) and _spatial_output(layer):
-            names.append(layer.name)
-    return names
-
-
-def target_layer(model, name=None):
-    """The layer Grad-CAM explains: `name`, else the last convolutional feature map (block output,
-    CBAM-refined features) before the model pools or flattens it."""
-    candidates = feature_layers(model)
-    if not candidates:
-        raise FerError(
-            f"model {model.name} has no convolutional layer with a spatial feature map: Grad-CAM needs one "
-            "(MLP and ViT models have none)"
-        )
-    if name is None:
-        return candidates[-1]
-    if name not in candidates:
-        raise FerError(f"layer {name!r} is not a convolutional feature map of {model.name}; choose one of: "
-                       f"{', '.join(candidates)}")
-    return name
-
-
-def grad_cam(model, images, layer=None):
-    """Grad-CAM of the predicted class: (heat maps (N, 48, 48) in [0, 1], probabilities (N, 7)).
-
-    Heat map = ReLU(sum_k alpha_k A_k), alpha_k = spatial mean of d logit / d A_k, upsampled
-    bilinearly to the input size and scaled to a maximum of 1 per image.
-    """
-    grad_model = keras.Model(model.inputs, [model.get_layer(target_layer(model, layer)).output, model.output])
-    x = tf.convert_to_tensor(images, tf.float32)
-    with tf.GradientTape() as tape:
-        features, logits = grad_model(x, training=False)
-        logits = tf.cast(logits, tf.float32)
-        predicted = tf.argmax(logits, axis=-1)
-        score = tf.gather(logits, predicted, batch_dims=1)
-    # Differentiate with respect to the layer's own output (bfloat16 under mixed precision), then cast.
-    grads = tf.cast(tape.gradient(score, features), tf.float32)
-    features = tf.cast(features, tf.float32)
-    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-    cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1, keepdims=True))
-    cam = tf.image.resize(cam, (IMAGE_SIZE, IMAGE_SIZE))[..., 0]
-    cam = cam / tf.maximum(tf.reduce_max(cam, axis=(1, 2), keepdims=True), 1e-12)
-    return cam.numpy(), tf.nn.softmax(logits).numpy()
-
-
-def plot_grid(images, heatmaps, probs, labels, path, alpha=0.45):
-    """Faces with their heat maps (jet) in a grid, titled true / predicted label; PNG written atomically."""
+def plot_grid(images, heatmaps, probs, labels, path):
+    """Faces under their heat maps (`gradcam.overlay`) in a grid, titled true / predicted label; PNG written
+    atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,8 +32,7 @@ def plot_grid(images, heatmaps, probs, labels, path, alpha=0.45):
         if i >= n:
             continue
         pred = int(probs[i].argmax())
-        ax.imshow(images[i, ..., 0], cmap="gray", vmin=0, vmax=255)
-        ax.imshow(heatmaps[i], cmap="jet", alpha=alpha, vmin=0, vmax=1)
+        ax.imshow(overlay(images[i], heatmaps[i]))
         title = f"pred {CLASS_NAMES[pred]} {probs[i, pred]:.2f}"
         color = "black"
         if labels is not None:

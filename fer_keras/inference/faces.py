@@ -7,11 +7,12 @@ import os
 import numpy as np
 from PIL import Image, ImageOps
 
-from fer_keras.constants import IMAGE_SIZE
+from fer_keras.constants import IMAGE_SHAPE, IMAGE_SIZE
 from fer_keras.inference.detectors import DEFAULT_DETECTOR, make_detector
 from fer_keras.errors import FerError, ImageError
 
 FACE_MARGIN = 0.1
+MIN_IMAGE_SIDE = 16  # pixels a side: a smaller image holds no face worth classifying
 
 
 def image_extensions():
@@ -95,6 +96,31 @@ def to_face(gray):
     """uint8 grayscale array (H, W) -> uint8 (48, 48, 1): centre square crop, antialiased resize."""
     image = ImageOps.fit(Image.fromarray(gray), (IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
     return np.asarray(image)[..., None]
+
+
+def check_size(image, where=None):
+    """ImageError (prefixed by `where`, e.g. the file) unless the image array is at least MIN_IMAGE_SIDE pixels
+    on each side."""
+    height, width = image.shape[:2]
+    if min(height, width) < MIN_IMAGE_SIDE:
+        raise ImageError(f"{f'{where}: ' if where else ''}the image is {width}x{height} pixels, too small to hold a "
+                         f"face (at least {MIN_IMAGE_SIDE} pixels a side)")
+
+
+def find_faces(rgb, detector=None, where=None):
+    """`(boxes, crops)` of the faces in a uint8 RGB array, left to right: boxes (x, y, w, h) found by `detector`
+    (default: the default detector), and their 48x48 crops (N, 48, 48, 1) as the models take them.
+    ImageError for an image too small to hold a face (see `check_size`)."""
+    check_size(rgb, where)
+    boxes = [tuple(int(v) for v in box) for box in (detector or _default_detector())(rgb)]
+    return boxes, face_crops(rgb_to_gray(rgb), boxes)
+
+
+def face_crops(gray, boxes):
+    """The 48x48 crops (N, 48, 48, 1) of the face boxes (grown by FACE_MARGIN) in a uint8 grayscale array."""
+    if not boxes:
+        return np.zeros((0, *IMAGE_SHAPE), np.uint8)
+    return np.stack([to_face(crop_face(gray, box)) for box in boxes])
 
 
 def detect_faces(image):

@@ -10,68 +10,29 @@ both turned by +-6 degrees, see fer_keras.inference.tta). Bad inputs are reporte
 stderr one per line (`WHERE: reason`), everything else is still predicted, and the exit status is 1.
 CSV output has one row per input data row, in order (Kaggle's submission shape); an unreadable row
 keeps its place with empty cells. Image output has one row per image (per face with
---detect-faces); a missing or unreadable image, a folder without images, or an image where no
-face is found gets no row. The output is always written, with only its header when nothing was predicted.
+--detect-faces); a missing or unreadable image, a folder without images, or with --detect-faces an
+image under 16 pixels a side or one where no face is found, gets no row. The output is written
+atomically whenever the inputs were read, replacing any earlier file, with only its header when
+nothing was predicted; a command stopped by an `error:` line (exit status 2: a bad flag, model or
+output path) writes nothing.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
-from scipy.special import softmax
 
 from fer_keras import pretrained
-
 from fer_keras.inference import faces
-
-from fer_keras.modelio import tflite
-from fer_keras.core.cli import ArgumentParser, keras_verbosity, user_errors
-from fer_keras.constants import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
+from fer_keras.core.cli import ArgumentParser, user_errors
+from fer_keras.constants import CLASS_NAMES, IMAGE_SHAPE
 from fer_keras.data import load_fer2013
 from fer_keras.errors import FerError
 from fer_keras.core.io import atomic_path, check_output
-from fer_keras.modelio.saving import is_savedmodel, load_keras_model, load_savedmodel
-from fer_keras.inference.tta import add_tta_argument, tta_views
-
-
-def load_predictor(path):
-    """A function float32 faces (N, 48, 48, 1) in 0..255 -> float32 probabilities (N, 7).
-
-    `path` is a SavedModel folder (its `serving_default` signature), a `.tflite` file (LiteRT
-    interpreter, any batch size) or a `.keras` file / run folder.
-    """
-    if tflite.is_tflite(path):
-        return tflite.load_tflite(path)
-    if is_savedmodel(path):
-        serve = load_savedmodel(path)
-        return lambda x: serve(image=tf.constant(x))["probabilities"].numpy()
-    return keras_predictor(load_keras_model(path))
-
-
-def keras_predictor(model):
-    """A function float32 faces (N, 48, 48, 1) in 0..255 -> float32 probabilities (N, 7) of a Keras model."""
-    return lambda x: softmax(np.asarray(model.predict_on_batch(x), np.float32), axis=-1)
-
-
-def predict_probabilities(predictors, images, batch_size=256, tta=False, verbose=False):
-    """Mean probabilities (N, 7) over the predictors and over the test-time views of `tta` (see `tta_views`),
-    made one batch at a time so that no view of the whole input is held."""
-    starts = range(0, len(images), batch_size)
-    total = np.zeros((len(images), NUM_CLASSES), np.float64)
-    steps = len(predictors) * len(starts)
-    progress = keras.utils.Progbar(steps, verbose=keras_verbosity()) if verbose and steps > 1 else None
-    for start in starts:
-        views = tta_views(images[start : start + batch_size], tta)
-        for predict in predictors:
-            total[start : start + batch_size] += np.mean([predict(view.astype(np.float32)) for view in views],
-                                                         axis=0, dtype=np.float64)
-            if progress:
-                progress.add(1)
-    return (total / len(predictors)).astype(np.float32)
+from fer_keras.inference.predictor import Predictor
+from fer_keras.inference.tta import add_tta_argument
 
 
 def prediction_columns(probs, probabilities=False):
@@ -83,13 +44,13 @@ def prediction_columns(probs, probabilities=False):
     return pd.DataFrame(columns)
 
 
-def predict_csv(predictors, path, *, batch_size=256, tta=False, probabilities=False):
+def predict_csv(predictor, path, *, batch_size=256, probabilities=False):
     """Predictions for every data row of a FER2013 CSV (any layout), in order: (DataFrame, problems).
 
     An unreadable row keeps its place with empty cells; `problems` names each one, file and line.
     """
     data = load_fer2013(path, skip_bad=True)
-    probs = predict_probabilities(predictors, data.images, batch_size, tta, verbose=True)
+    probs = predictor.predict_proba(data.images, batch_size, verbose=True)
     table = prediction_columns(probs, probabilities)
     problems = [f"{path}: line {problem.line}: {problem.detail}" for problem in data.problems]
     return _with_bad_rows(table if probabilities else table[["emotion"]], data), problems
@@ -121,7 +82,7 @@ def collect_images(paths):
     return files, problems
 
 
-def predict_images(predictors, paths, *, detect=False, batch_size=256, tta=False, probabilities=False):
+def predict_images(predictor, paths, *, detect=False, batch_size=256, probabilities=False):
     """Predictions for image files, or for every face found in them: (DataFrame, problems)."""
     columns = ["file", "x", "y", "w", "h"] if detect else ["file"]
     rows, crops = [], []
@@ -129,22 +90,19 @@ def predict_images(predictors, paths, *, detect=False, batch_size=256, tta=False
     for path in files:
         try:
             rgb = faces.read_rgb(path)
+            if detect:
+                boxes, found = faces.find_faces(rgb, where=path)  # the DNN detector sees colour
+            else:
+                boxes, found = [()], faces.to_face(faces.rgb_to_gray(rgb))[None]
         except FerError as exc:
             problems.append(str(exc))
             continue
-        gray = faces.rgb_to_gray(rgb)
-        if not detect:
-            rows.append([str(path)])
-            crops.append(faces.to_face(gray))
-            continue
-        boxes = faces.detect_faces(rgb)  # the DNN detector sees colour
         if not boxes:
             problems.append(f"{path}: no face found")
-        for x, y, w, h in boxes:
-            rows.append([str(path), x, y, w, h])
-            crops.append(faces.to_face(faces.crop_face(gray, (x, y, w, h))))
+        rows += [[str(path), *box] for box in boxes]
+        crops += list(found)
     images = np.stack(crops) if crops else np.zeros((0, *IMAGE_SHAPE), np.uint8)
-    probs = predict_probabilities(predictors, images, batch_size, tta, verbose=True)
+    probs = predictor.predict_proba(images, batch_size, verbose=True)
     table = pd.concat([pd.DataFrame(rows, columns=columns), prediction_columns(probs, probabilities)], axis=1)
     return table, problems
 
@@ -187,12 +145,12 @@ def main(argv=None):
     check_output(args.out)
     if not args.model:
         print(pretrained.describe())
-    predictors = [load_predictor(path) for path in args.model or [pretrained.model_path()]]
-    options = {"batch_size": args.batch_size, "tta": args.tta, "probabilities": args.probabilities}
+    predictor = Predictor.load(args.model or pretrained.model_path(), tta=args.tta)
+    options = {"batch_size": args.batch_size, "probabilities": args.probabilities}
     if args.csv:
-        table, problems = predict_csv(predictors, args.csv, **options)
+        table, problems = predict_csv(predictor, args.csv, **options)
     else:
-        table, problems = predict_images(predictors, args.images, detect=args.detect_faces, **options)
+        table, problems = predict_images(predictor, args.images, detect=args.detect_faces, **options)
     write_csv(table, args.out)
     for problem in problems:
         print(problem, file=sys.stderr)

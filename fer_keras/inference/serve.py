@@ -2,15 +2,23 @@
 see each face boxed with its seven probabilities and a Grad-CAM overlay.
 
 `python -m fer_keras.serve [--model PATH ...] [--tta [flip|flip_rotate]] [--detector haar|dnn] [--host 127.0.0.1]
-[--port 8000] [--max-upload-mb 10]`
+[--port 8000] [--max-upload-mb 10] [--header-timeout 10] [--request-timeout 30]`
 
 `POST /api/predict` takes the image as the multipart form field `file` or as the raw request body and
 answers `{"faces": [...], "image": {"width": W, "height": H}}`, the faces being what
 `EmotionRecognizer.detect` returns (`face.to_dict()`), left to right. `?gradcam=1` adds a Grad-CAM
 overlay (a PNG data URL, `gradcam`, and the class it explains, `gradcam_class`) to each face where the
-model has convolutional layers. Errors are JSON `{"error": "..."}` with a 4xx status: 400 (no image
-sent), 413 (over the upload or pixel limit), 415 (not an image). `GET /api/info` describes the model
-and the limits.
+model has convolutional layers. Errors are JSON `{"error": "..."}`: 400 (no image sent), 408 (the
+headers or the body too slow), 413 (over the upload or pixel limit), 415 (not an image), 422 (an
+image under 16 pixels a side, too small to hold a face), 503 with Retry-After (the server busy).
+`GET /api/info` describes the model and the limits.
+
+Limits (fer_keras.inference.limits): a request's line and headers must arrive within `--header-timeout`
+seconds of the connection's opening (or of the previous answer); its body must arrive, and its turn at
+the model come, within `--request-timeout` seconds of its headers. One image at a time is decoded and
+run through the model, which bounds the memory of decoding; at most MAX_QUEUED requests hold or wait
+for it, and the bodies of all requests in progress hold at most MAX_BODIES uploads' worth of bytes.
+Connections still sending their request are not counted, so slow clients do not turn others away.
 """
 
 import argparse
@@ -25,7 +33,8 @@ import warnings
 from pathlib import Path
 
 from fer_keras.core.cli import ArgumentParser, user_errors
-from fer_keras.errors import FerError
+from fer_keras.errors import FerError, ImageError
+from fer_keras.inference.limits import ClientError
 from fer_keras.inference.tta import add_tta_argument
 
 WEB = Path(__file__).resolve().parent / "web"
@@ -33,18 +42,11 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD_MB = 10.0
 MAX_PIXELS = 40_000_000  # a decoded image above this many pixels is refused (decompression bombs)
-DRAIN_BYTES = 64 * 1024 * 1024  # read and drop at most this much of a refused body before answering
-DRAIN_SECONDS = 5.0
-MAX_CONNECTIONS = 32  # uvicorn answers 503 beyond this many concurrent connections
+HEADER_TIMEOUT = 10.0  # seconds for a request's line and headers
+REQUEST_TIMEOUT = 30.0  # seconds from a request's headers for its body and its turn at the model
+MAX_QUEUED = 32  # requests holding or waiting for the model; more get 503
+MAX_BODIES = 128  # uploads' worth (--max-upload-mb each) of request bodies held at once; more get 503
 GRADCAM_SIZE = 144  # pixels per side of a Grad-CAM overlay
-
-
-class ClientError(Exception):
-    """A request the server refuses, with its HTTP status and a one-line reason."""
-
-    def __init__(self, status, message):
-        super().__init__(message)
-        self.status = status
 
 
 class Engine:
@@ -72,7 +74,10 @@ class Engine:
         """The JSON answer for one uploaded image (bytes); ClientError for what is not a usable image."""
         rgb = self.decode(data)
         with self.lock:
-            found = self.recognizer.detect(rgb, color="rgb")
+            try:
+                found = self.recognizer.detect(rgb, color="rgb")
+            except ImageError as exc:  # an image too small to hold a face
+                raise ClientError(422, str(exc)) from None
             overlays = self.explainer(rgb, found) if gradcam and self.explainer and found else None
         faces = [_jsonable(face.to_dict()) for face in found]
         for face, (overlay, explained) in zip(faces, overlays or [], strict=False):
@@ -127,69 +132,44 @@ def _jsonable(value):
 def _explainer(recognizer):
     """(function(rgb, faces) -> [(Grad-CAM PNG data URL, class explained), ...], a note) for a recognizer
     holding a convolutional Keras model, else (None, the reason there is no Grad-CAM)."""
-    from fer_keras.evaluation.explain import target_layer
+    from fer_keras.inference.gradcam import target_layer
 
-    models = _keras_models(recognizer)
-    if not models:
+    predictor = recognizer.predictor
+    if not predictor.keras_models:
         return None, ("Grad-CAM needs the Keras model's gradients; this model is a SavedModel or TFLite "
                       "file, which does not provide them (serve the .keras file or run folder to see it)")
-    for model in models:
+    for model in predictor.keras_models:
         try:
             layer = target_layer(model)
         except FerError:
             continue
         note = f"Grad-CAM of layer {layer}"
-        if len(recognizer.predictors) > 1:
-            note += f" of {model.name}, one of the {len(recognizer.predictors)} models of the ensemble"
+        if len(predictor.models) > 1:
+            note += f" of {model.name}, one of the {len(predictor.models)} models of the ensemble"
         return _gradcam_function(model, layer), note
     return None, ("Grad-CAM needs a convolutional feature map; this model has no convolutional layer "
                   "(an MLP or a ViT)")
 
 
-def _keras_models(recognizer):
-    """The Keras models behind a recognizer's predictors (none for SavedModels and TFLite files): a
-    predictor's `model` attribute, else the Keras model its closure holds (`load_predictor`'s lambdas)."""
-    import keras
-
-    found = []
-    for predictor in getattr(recognizer, "predictors", []):
-        model = getattr(predictor, "model", None)
-        if model is None:
-            cells = [cell.cell_contents for cell in (getattr(predictor, "__closure__", None) or ())]
-            model = next((value for value in cells if isinstance(value, keras.Model)), None)
-        if isinstance(model, keras.Model):
-            found.append(model)
-    return found
-
-
 def _gradcam_function(model, layer):
     def explain(rgb, found):
-        import numpy as np
-
-        from fer_keras.inference import faces
         from fer_keras.constants import CLASS_NAMES
-        from fer_keras.evaluation.explain import grad_cam
+        from fer_keras.inference import faces
+        from fer_keras.inference.gradcam import grad_cam, overlay
 
-        gray = faces.rgb_to_gray(rgb)  # the crops `detect` classified
-        crops = np.stack([faces.to_face(faces.crop_face(gray, tuple(face.box))) for face in found])
-        heatmaps, probs = grad_cam(model, crops.astype("float32"), layer)  # of this model's top class
-        return [(_overlay_png(crop[..., 0], heat), CLASS_NAMES[int(p.argmax())])
+        crops = faces.face_crops(faces.rgb_to_gray(rgb), [face.box for face in found])  # what `detect` classified
+        heatmaps, probs = grad_cam(model, crops, layer)  # of this model's top class
+        return [(_png_data_url(overlay(crop, heat)), CLASS_NAMES[int(p.argmax())])
                 for crop, heat, p in zip(crops, heatmaps, probs, strict=True)]
 
     return explain
 
 
-def _overlay_png(face, heat, alpha=0.45):
-    """The 48x48 face the model saw with its heat map in the jet colour map over it, as a PNG data URL."""
-    import numpy as np
-    from matplotlib import colormaps
+def _png_data_url(picture):
+    """A uint8 RGB array, scaled to GRADCAM_SIZE pixels a side, as a PNG data URL."""
     from PIL import Image
 
-    grey = np.repeat(face[..., None].astype(np.float32) / 255.0, 3, axis=-1)
-    colour = colormaps["jet"](np.clip(heat, 0, 1))[..., :3]
-    mixed = (1 - alpha) * grey + alpha * colour
-    picture = Image.fromarray((mixed * 255).round().astype(np.uint8), "RGB")
-    picture = picture.resize((GRADCAM_SIZE, GRADCAM_SIZE), Image.Resampling.BILINEAR)
+    picture = Image.fromarray(picture, "RGB").resize((GRADCAM_SIZE, GRADCAM_SIZE), Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -198,79 +178,22 @@ def _overlay_png(face, heat, alpha=0.45):
 # --- the web application -------------------------------------------------------------------------
 
 
-class UploadLimit:
-    """ASGI middleware: a request body over `max_bytes` gets 413 JSON. A declared Content-Length is
-    checked before any byte is read; a chunked body is counted as it arrives and refused when it
-    passes the limit, so no more than `max_bytes` is ever held. The rest of a refused body is read
-    and dropped (bounded by DRAIN_BYTES and DRAIN_SECONDS) before answering, so the client, still
-    sending, is not cut off by a reset before it reads the answer."""
-
-    def __init__(self, app, max_bytes):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = dict(scope["headers"])
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            if headers.get(b"expect", b"").lower() != b"100-continue":  # else the client waits for our answer
-                await _drain(receive)
-            return await _json(scope, send, 413, self.too_large(int(length)))
-        received = 0
-
-        async def limited():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    if message.get("more_body", False):
-                        await _drain(receive)
-                    raise ClientError(413, self.too_large(None))
-            return message
-
-        await self.app(scope, limited, send)
-
-    def too_large(self, length):
-        sent = f"{length:,} bytes, " if length is not None else ""
-        return (f"upload too large: {sent}over the limit of {self.max_bytes:,} bytes "
-                "(python -m fer_keras.serve --max-upload-mb)")
-
-
-async def _drain(receive):
-    import anyio
-
-    dropped = 0
-    with anyio.move_on_after(DRAIN_SECONDS):
-        while dropped < DRAIN_BYTES:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            dropped += len(message.get("body", b""))
-            if not message.get("more_body", False):
-                return
-
-
-async def _json(scope, send, status, message):
-    from starlette.responses import JSONResponse
-
-    async def nothing():
-        return {"type": "http.disconnect"}
-
-    await JSONResponse({"error": message}, status_code=status)(scope, nothing, send)
-
-
-def create_app(engine, max_upload_bytes):
+def create_app(engine, max_upload_bytes, request_timeout=REQUEST_TIMEOUT, max_queued=MAX_QUEUED):
     """The Starlette application: the page at `/`, its files under `/static`, the JSON API under `/api`."""
+    import asyncio
+
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
-    from starlette.responses import FileResponse, JSONResponse
+    from starlette.requests import ClientDisconnect
+    from starlette.responses import FileResponse, JSONResponse, Response
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
+
+    from fer_keras.inference.limits import ModelQueue, UploadLimit, release_memory, within
+
+    queue = ModelQueue(max_queued)
 
     async def index(request):
         return FileResponse(WEB / "index.html", headers={"Cache-Control": "no-cache"})
@@ -279,24 +202,23 @@ def create_app(engine, max_upload_bytes):
         return JSONResponse({**engine.info(), "max_upload_bytes": max_upload_bytes})
 
     async def predict(request):
+        deadline = asyncio.get_running_loop().time() + request_timeout
         gradcam = request.query_params.get("gradcam", "0").lower() in ("1", "true", "yes")
-        content_type = request.headers.get("content-type", "")
-        if content_type.startswith("multipart/form-data"):
-            async with request.form(max_files=1, max_fields=8, max_part_size=64 * 1024) as form:
-                upload = form.get("file")
-                if upload is None or isinstance(upload, str):
-                    raise ClientError(400, "no image: send it as the multipart form field 'file' "
-                                           "(or as the raw request body)")
-                data = await upload.read()
-        else:
-            data = bytearray()
-            async for chunk in request.stream():
-                data += chunk
-            data = bytes(data)
-        return JSONResponse(await run_in_threadpool(engine.predict, data, gradcam))
+        data = await within(_upload(request), deadline, f"upload not received within {request_timeout:g} s")
+        async with queue.turn(deadline):
+            if await request.is_disconnected():  # gone while waiting: no need to run the model
+                return Response(status_code=204)
+            answer = await run_in_threadpool(engine.predict, data, gradcam)
+            release_memory()
+        return JSONResponse(answer)
 
     async def client_error(request, exc):
-        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=exc.headers)
+
+    async def client_gone(request, exc):
+        print(f"fer_keras.inference.serve: client {_address(request)} disconnected during {request.method} "
+              f"{request.url.path}", file=sys.stderr, flush=True)
+        return Response(status_code=400)  # never delivered
 
     async def http_error(request, exc):
         message = {404: "not found", 405: f"method {request.method} not allowed here"}.get(exc.status_code, exc.detail)
@@ -314,9 +236,29 @@ def create_app(engine, max_upload_bytes):
             Route("/api/predict", predict, methods=["POST"]),
             Mount("/static", StaticFiles(directory=WEB), name="static"),
         ],
-        middleware=[Middleware(UploadLimit, max_bytes=max_upload_bytes)],
-        exception_handlers={ClientError: client_error, HTTPException: http_error, Exception: server_error},
+        middleware=[Middleware(UploadLimit, max_bytes=max_upload_bytes, budget=MAX_BODIES * max_upload_bytes)],
+        exception_handlers={ClientError: client_error, ClientDisconnect: client_gone, HTTPException: http_error,
+                            Exception: server_error},
     )
+
+
+async def _upload(request):
+    """The uploaded image's bytes: the multipart field `file`, else the raw body."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        async with request.form(max_files=1, max_fields=8, max_part_size=64 * 1024) as form:
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise ClientError(400, "no image: send it as the multipart form field 'file' "
+                                       "(or as the raw request body)")
+            return await upload.read()
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+    return bytes(data)
+
+
+def _address(request):
+    return f"{request.client.host}:{request.client.port}" if request.client else "(unknown)"
 
 
 # --- the command ---------------------------------------------------------------------------------
@@ -378,11 +320,19 @@ def _parse_args(argv):
                         help=f"port (default {DEFAULT_PORT}; 0: any free port)")
     parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
                         help=f"largest accepted upload in MB (default {DEFAULT_MAX_UPLOAD_MB:g})")
+    parser.add_argument("--header-timeout", type=float, default=HEADER_TIMEOUT,
+                        help=f"seconds for a request's line and headers to arrive (default {HEADER_TIMEOUT:g})")
+    parser.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT,
+                        help="seconds from a request's headers for its body to arrive and its turn at the model "
+                             f"to come (default {REQUEST_TIMEOUT:g})")
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be 0-65535, got {args.port}")
     if not 0 < args.max_upload_mb <= 1024:
         parser.error(f"--max-upload-mb must be above 0 and at most 1024, got {args.max_upload_mb:g}")
+    for name in ("header_timeout", "request_timeout"):
+        if not 0 < getattr(args, name) <= 3600:
+            parser.error(f"--{name.replace('_', '-')} must be above 0 and at most 3600 s, got {getattr(args, name):g}")
     return args
 
 
@@ -391,6 +341,8 @@ def main(argv=None):
     args = _parse_args(argv)
     sock = listen(args.host, args.port)  # before loading the model: a taken port fails at once
     import uvicorn
+
+    from fer_keras.inference.limits import header_deadline
 
     with sock:
         start = time.perf_counter()
@@ -406,7 +358,8 @@ def main(argv=None):
             print(f"warning: listening on {args.host}: the page and API are reachable from other machines and "
                   "have no authentication", file=sys.stderr, flush=True)
         print(f"fer_keras.inference.serve: serving {url} (upload limit {max_bytes:,} bytes); Ctrl-C stops", flush=True)
-        config = uvicorn.Config(create_app(engine, max_bytes), log_level="info", limit_concurrency=MAX_CONNECTIONS,
+        app = create_app(engine, max_bytes, args.request_timeout)
+        config = uvicorn.Config(app, http=header_deadline(args.header_timeout), log_level="info",
                                 timeout_graceful_shutdown=5)
         uvicorn.Server(config).run(sockets=[sock])
     return 0

@@ -1,15 +1,17 @@
 """Test-time augmentation: the views of each face that a prediction averages its probabilities over.
 
 `flip` is the face and its mirror. `flip_rotate` adds both turned by +-6 degrees (the recipes train
-with rotations of up to 10): on PublicTest it added 0.3-1.1 points to flip TTA for each of six trained
-networks (README, Results), at three times the prediction time.
+with rotations of up to 10), with the training presets' own rotation layer (`fer_keras.data.augment.rotation`)
+pinned to one angle: three times the prediction time; its gain is in docs/results.md.
 """
 
+import functools
 from pathlib import Path
 
+import keras
 import numpy as np
-from scipy import ndimage
 
+from fer_keras.data.augment import rotation
 from fer_keras.errors import FerError
 
 TTA_MODES = ("flip", "flip_rotate")
@@ -31,10 +33,15 @@ def tta_views(images, tta=None):
     mode = tta_mode(tta)
     views = [images]
     if mode == "flip_rotate":
-        turn = np.asarray(images, np.float32)
-        views += [ndimage.rotate(turn, deg, axes=(1, 2), reshape=False, order=1, mode="nearest")
-                  for deg in (ROTATION_DEG, -ROTATION_DEG)]
+        faces = np.asarray(images, np.float32)
+        views += [keras.ops.convert_to_numpy(_turn(deg)(faces, training=True)) for deg in (ROTATION_DEG, -ROTATION_DEG)]
     return views + [view[:, :, ::-1] for view in views] if mode else views
+
+
+@functools.lru_cache(maxsize=None)
+def _turn(deg):
+    """The training rotation layer pinned to `deg` degrees counter-clockwise (float32 under any policy)."""
+    return rotation((deg / 360, deg / 360), dtype="float32")
 
 
 def add_tta_argument(parser):

@@ -7,12 +7,14 @@
   probabilities and the top emotion;
 - `emotions_over_time.png`: each emotion's probability, averaged over the faces of a frame, against time;
 - `annotated.mp4`: the analysed frames with each face's box and label, at the video's frame rate / N
-  (OpenCV's VideoWriter, MPEG-4 Part 2; no ffmpeg binary needed).
+  (at least 0.1 frames per second; OpenCV's VideoWriter, MPEG-4 Part 2; no ffmpeg binary needed).
 
-Without `--model`, the shipped model is used. A missing, corrupt or unsupported video is one `error:` line.
+Without `--model`, the shipped model is used. A missing, corrupt or unsupported video, or one whose frames are
+under 16 pixels a side, is one `error:` line, and a failed run leaves no output folder it created.
 """
 
 import argparse
+import contextlib
 import itertools
 import os
 import sys
@@ -25,6 +27,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from fer_keras.inference.api import CLASS_COLORS, EmotionRecognizer, annotate
+from fer_keras.inference.faces import MIN_IMAGE_SIDE
 from fer_keras.core.cli import ArgumentParser, keras_verbosity, user_errors
 from fer_keras.constants import CLASS_NAMES
 from fer_keras.inference.detectors import DEFAULT_DETECTOR, DETECTORS
@@ -34,10 +37,12 @@ from fer_keras.inference.tta import add_tta_argument, bare_tta_before_file
 
 COLUMNS = ["frame", "time", "x", "y", "w", "h", *CLASS_NAMES, "emotion"]
 FOURCC = "mp4v"  # MPEG-4 Part 2: the codec OpenCV's bundled FFmpeg always has for .mp4
+MIN_MOVIE_FPS = 0.1  # the annotated video's slowest frame rate: FFmpeg's mp4 writer refuses under about 0.01
 
 
 def open_video(path):
-    """`(capture, fps, frame_count)` for a video file readable by OpenCV's FFmpeg; else a VideoError saying why."""
+    """`(capture, fps, frame_count)` for a video file readable by OpenCV's FFmpeg, with frames large enough to
+    hold a face; else a VideoError saying why."""
     if not Path(path).is_file():
         raise VideoError(f"{path}: no such video file")
     capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
@@ -47,6 +52,11 @@ def open_video(path):
     if not fps > 0:
         capture.release()
         raise VideoError(f"{path}: the video has no frame rate")
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if 0 < min(width, height) < MIN_IMAGE_SIDE:
+        capture.release()
+        raise VideoError(f"{path}: its frames are {width}x{height} pixels, too small to hold a face (at least "
+                         f"{MIN_IMAGE_SIDE} pixels a side)")
     return capture, fps, max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
 
 
@@ -58,7 +68,7 @@ def analyse_video(recognizer, path, out, every=1, verbose=True):
     progress = keras.utils.Progbar(count or None, verbose=keras_verbosity(), unit_name="frame") if verbose else None
     rows, times = [], []
     try:
-        with atomic_path(out / "annotated.mp4") as movie:
+        with _removed_if_left_empty(out), atomic_path(out / "annotated.mp4") as movie:
             writer = None
             for index in itertools.count():
                 if index % every:
@@ -74,7 +84,7 @@ def analyse_video(recognizer, path, out, every=1, verbose=True):
                     times.append(time)
                     rows += [[index, time, *face.box, *face.probabilities.values(), face.emotion] for face in found]
                     if writer is None:
-                        writer = _writer(movie, fps / every, frame.shape)
+                        writer = _writer(movie, max(fps / every, MIN_MOVIE_FPS), frame.shape, out / "annotated.mp4")
                     writer.write(cv2.cvtColor(annotate(rgb, found), cv2.COLOR_RGB2BGR))
                 if progress:
                     progress.update(index + 1)
@@ -90,12 +100,26 @@ def analyse_video(recognizer, path, out, every=1, verbose=True):
     return table
 
 
-def _writer(path, fps, shape):
-    """An OpenCV VideoWriter for BGR frames of `shape` into the .mp4 file `path`."""
+def _writer(path, fps, shape, shown):
+    """An OpenCV VideoWriter for BGR frames of `shape` into the .mp4 file `path` (a temporary file: errors name
+    `shown`, the file it becomes)."""
     writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*FOURCC), fps, shape[1::-1])
     if not writer.isOpened():
-        raise VideoError(f"{path}: OpenCV cannot write {FOURCC} video")
+        raise VideoError(f"{shown}: OpenCV cannot write {FOURCC} video of {shape[1]}x{shape[0]} pixels at "
+                         f"{fps:g} frames per second")
     return writer
+
+
+@contextlib.contextmanager
+def _removed_if_left_empty(folder):
+    """Remove `folder` again when the block fails and leaves it empty, unless it was there before."""
+    existed = folder.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
 
 
 def plot_over_time(table, times, path):

@@ -22,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from fer_keras import __version__
+from fer_keras.core import runs
 from fer_keras.core.cli import ArgumentParser, user_errors
 from fer_keras.constants import CLASS_NAMES, IMAGE_SHAPE, NUM_PIXELS
 from fer_keras.errors import FerError
@@ -164,19 +165,6 @@ def _replace_dir(src, dst):
         shutil.rmtree(old)
 
 
-def _run_config(model_file):
-    """A run folder's config.json (beside its model.keras), or {} when there is none."""
-    config = model_file.parent / "config.json"
-    if config.exists():
-        return json.loads(config.read_text())
-    return {}
-
-
-def _run_model_name(model_file):
-    """The registry name from a run folder's config.json, when there is one."""
-    return _run_config(model_file).get("model")
-
-
 def _parse_args(argv):
     parser = ArgumentParser(
         prog="python -m fer_keras.export", description=__doc__.split("\n\n")[0],
@@ -209,15 +197,15 @@ def main(argv=None):
     args = _parse_args(argv)
     model_file = resolve_model_file(args.model)
     if not args.tflite:
-        out = Path(args.out) if args.out else model_file.parent / "savedmodel"
-        export_savedmodel(load_keras_model(model_file), out, model_name=_run_model_name(model_file))
+        out = Path(args.out) if args.out else model_file.parent / runs.SAVEDMODEL_DIR
+        export_savedmodel(load_keras_model(model_file), out, model_name=runs.read_config(model_file.parent).get("model"))
         print(f"SavedModel written to {out} (signatures: serving_default, classify_pixels)")
         return 0
     out = check_output(args.out if args.out else model_file.parent, folder=True)
     model = load_keras_model(model_file)
     calibration = None
     if "int8" in args.quantize:
-        data = args.data or _run_config(model_file).get("data")
+        data = args.data or runs.read_config(model_file.parent).get("data")
         calibration = calibration_faces(data, args.calibration_faces)
         print(f"int8: calibrating on {len(calibration)} Training faces of "
               f"{data or 'the synthetic default set'}")

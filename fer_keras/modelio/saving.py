@@ -1,5 +1,6 @@
 """Finding and loading a run's models: a `.keras` file (or a run folder holding `model.keras`), and a
-SavedModel folder written by `fer_keras.modelio.export`. A file that cannot be loaded is a FerError naming it.
+SavedModel folder written by `fer_keras.modelio.export`. A file that cannot be loaded, or a model that does not
+map 48x48x1 faces to 7 classes, is a ModelError naming it.
 `float32_model` gives a bf16-trained model's float32 twin (for shipping and TFLite)."""
 
 import zipfile
@@ -10,9 +11,9 @@ import tensorflow as tf
 
 import fer_keras.models  # noqa: F401  (registers the zoo's custom layers for loading .keras files)
 from fer_keras.constants import IMAGE_SHAPE, NUM_CLASSES
-from fer_keras.errors import FerError
+from fer_keras.core.runs import MODEL_FILE
+from fer_keras.errors import ModelError
 
-MODEL_FILE = "model.keras"
 SERVING_SIGNATURE = "serving_default"
 
 
@@ -21,32 +22,57 @@ def resolve_model_file(path):
     path = Path(path)
     if path.is_dir():
         if is_savedmodel(path):
-            raise FerError(f"{path} is a SavedModel; this needs the Keras model (.keras file or run folder)")
+            raise ModelError(f"{path} is a SavedModel; this needs the Keras model (.keras file or run folder)")
+        if not (path / MODEL_FILE).exists():
+            raise ModelError(f"no model at {path / MODEL_FILE}: {path} is not a run folder holding {MODEL_FILE}, "
+                             "a SavedModel or a .tflite file")
         path = path / MODEL_FILE
     if not path.exists():
-        raise FileNotFoundError(f"no model at {path}")
+        raise ModelError(f"no model at {path}")
     if path.suffix != ".keras":
-        raise FerError(f"{path}: expected a .keras file or a run folder holding {MODEL_FILE}")
+        raise ModelError(f"{path}: expected a .keras file or a run folder holding {MODEL_FILE}")
     return path
 
 
 def load_keras_model(path):
     """Load a `.keras` model (or a run folder's) in Keras' safe mode; importing fer_keras.models
-    registered its custom layers. A corrupt file, or one holding Python code, is a FerError."""
+    registered its custom layers. A corrupt file, one holding Python code, or a model that does not map
+    faces (N, 48, 48, 1) to 7 classes is a ModelError."""
     path = resolve_model_file(path)
     if not zipfile.is_zipfile(path):  # Keras would call this "File not found"
         raise _unreadable(path, "not a zip archive")
     try:
-        return keras.saving.load_model(path, compile=False)
+        model = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # noqa: BLE001  (zip, JSON, HDF5 and config errors all mean a bad file)
         if "safe_mode=False" in str(exc):
-            raise FerError(f"{path} holds Python code (a Lambda layer) and is not loaded in safe mode, which "
+            raise ModelError(f"{path} holds Python code (a Lambda layer) and is not loaded in safe mode, which "
                            "fer_keras always uses; rebuild the model without Lambda layers") from None
         raise _unreadable(path, short_reason(exc)) from None
+    check_model_shapes(model, path)
+    return model
+
+
+def check_model_shapes(model, where):
+    """ModelError naming `where` unless `model` takes faces (N, 48, 48, 1) and returns (N, 7)."""
+    try:
+        inputs, outputs = model.input_shape, model.output_shape
+    except (AttributeError, ValueError):  # a subclassed model never called has no shapes
+        raise ModelError(f"{where}: the model has no defined input and output shapes") from None
+    if not (isinstance(inputs, tuple) and tuple(inputs[1:]) == IMAGE_SHAPE
+            and isinstance(outputs, tuple) and tuple(outputs[1:]) == (NUM_CLASSES,)):
+        raise ModelError(f"{where} is not a fer_keras model: it maps {_shape(inputs)} to {_shape(outputs)}; "
+                         f"a model must map faces [N, 48, 48, 1] to [N, {NUM_CLASSES}] class scores")
+
+
+def _shape(shape):
+    """A Keras shape (None for the batch) as `[N, 48, 48, 1]`; nested shapes as Keras gives them."""
+    if not isinstance(shape, tuple):
+        return str(shape)
+    return "[" + ", ".join("N" if v is None else str(v) for v in shape) + "]"
 
 
 def _unreadable(path, reason):
-    return FerError(f"{path} is not a readable Keras model file (corrupt or truncated: {reason})")
+    return ModelError(f"{path} is not a readable Keras model file (corrupt or truncated: {reason})")
 
 
 def short_reason(exc, limit=160):
@@ -61,12 +87,12 @@ def load_savedmodel(path):
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:  # noqa: BLE001  (protobuf, tag and graph errors all mean a bad folder)
-        raise FerError(f"{path} is not a readable SavedModel (corrupt or truncated: {short_reason(exc)})") from None
+        raise ModelError(f"{path} is not a readable SavedModel (corrupt or truncated: {short_reason(exc)})") from None
     serve = loaded.signatures.get(SERVING_SIGNATURE)
     if serve is None or not _serves_faces(serve):
         found = ", ".join(f"{name}({', '.join(sig.structured_input_signature[1])})"
                           for name, sig in loaded.signatures.items()) or "none"
-        raise FerError(f"{path} is not a fer_keras SavedModel: it needs a {SERVING_SIGNATURE} signature taking "
+        raise ModelError(f"{path} is not a fer_keras SavedModel: it needs a {SERVING_SIGNATURE} signature taking "
                        f"float32 image [N, 48, 48, 1] and returning probabilities [N, {NUM_CLASSES}] (signatures: {found})")
     return serve
 

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from fer_keras.constants import IMAGE_SHAPE, NUM_CLASSES
-from fer_keras.errors import FerError
+from fer_keras.errors import FerError, ModelError
 from fer_keras.core.io import atomic_path, check_output
 from fer_keras.modelio.saving import float32_model, short_reason
 
@@ -139,7 +139,7 @@ def load_tflite(path, num_threads=None):
     steady batch size, or one face at a time, never reallocates). Thread-safe (one call at a time).
     Rows are renormalised to sum to 1 (int8's quantised softmax sums to 1 +- 0.01).
 
-    A file that is not a TFLite model, or not one of fer_keras's, is a FerError naming it.
+    A file that is not a TFLite model, or not one of fer_keras's, is a ModelError naming it.
     """
     path = Path(path)
     content = path.read_bytes()  # OSError (missing, unreadable) names the file itself
@@ -153,7 +153,7 @@ def load_tflite(path, num_threads=None):
     found = signatures.get(SIGNATURE, {})
     if found.get("inputs") != [INPUT_NAME] or found.get("outputs") != [OUTPUT_NAME]:
         shown = ", ".join(f"{name}({', '.join(sig['inputs'])})" for name, sig in signatures.items()) or "none"
-        raise FerError(f"{path} is not a fer_keras TFLite model: it needs a {SIGNATURE} signature taking "
+        raise ModelError(f"{path} is not a fer_keras TFLite model: it needs a {SIGNATURE} signature taking "
                        f"float32 {INPUT_NAME} [N, 48, 48, 1] and returning {OUTPUT_NAME} [N, {NUM_CLASSES}] "
                        f"(signatures: {shown})")
     runner = interpreter.get_signature_runner(SIGNATURE)
@@ -161,14 +161,14 @@ def load_tflite(path, num_threads=None):
     target = runner.get_output_details()[OUTPUT_NAME]
     if (source["dtype"] != np.float32 or tuple(source["shape_signature"][1:]) != IMAGE_SHAPE
             or target["dtype"] != np.float32 or tuple(target["shape_signature"][1:]) != (NUM_CLASSES,)):
-        raise FerError(f"{path} is not a fer_keras TFLite model: its {SIGNATURE} signature takes "
+        raise ModelError(f"{path} is not a fer_keras TFLite model: its {SIGNATURE} signature takes "
                        f"{np.dtype(source['dtype']).name} {list(source['shape_signature'])} and returns "
                        f"{np.dtype(target['dtype']).name} {list(target['shape_signature'])}; it needs "
                        f"float32 [-1, 48, 48, 1] -> float32 [-1, {NUM_CLASSES}]")
-    return _Predictor(interpreter, source["index"], target["index"])
+    return _Runner(interpreter, source["index"], target["index"])
 
 
-class _Predictor:
+class _Runner:
     """Calls an interpreter on batches of faces, resizing its input only when the batch size changes."""
 
     def __init__(self, interpreter, source, target):
@@ -194,4 +194,4 @@ class _Predictor:
 
 
 def _unreadable(path, reason):
-    return FerError(f"{path} is not a readable TFLite model (corrupt or truncated: {reason})")
+    return ModelError(f"{path} is not a readable TFLite model (corrupt or truncated: {reason})")

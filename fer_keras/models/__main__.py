@@ -1,11 +1,11 @@
-"""`python -m fer_keras.models [NAMES] [--markdown]`: the architecture table (README source)."""
+"""`python -m fer_keras.models [NAMES] [--markdown]`: the architecture table (docs/models.md shows it)."""
 
 from fer_keras.core.cli import ArgumentParser, user_errors
 from fer_keras.errors import FerError
 from fer_keras.models import list_models
 from fer_keras.models.profile import profile
 
-COLUMNS = ("name", "parameters", "trainable", "expected", "MACs/image", "description")
+COLUMNS = ("name", "parameters", "trainable", "MACs/image", "description")
 
 
 def _si(value):
@@ -17,15 +17,14 @@ def _si(value):
 
 
 def _cells(row):
-    expected = "-".join(_si(v) for v in row["expected"]) if row["expected"] else "?"
-    return (row["name"], f"{row['params']:,}", f"{row['trainable']:,}", expected, _si(row["macs"]), row["description"])
+    return (row["name"], f"{row['params']:,}", f"{row['trainable']:,}", _si(row["macs"]), row["description"])
 
 
 def format_table(rows, markdown=False):
     """Rows of `profile.profile` as aligned plain text, or as a Markdown table."""
     cells = [_cells(row) for row in rows]
     if markdown:
-        lines = [COLUMNS, ("---", "---:", "---:", "---:", "---:", "---"), *cells]
+        lines = [COLUMNS, ("---", "---:", "---:", "---:", "---"), *cells]
         return "\n".join("| " + " | ".join(line) + " |" for line in lines)
     widths = [max(len(line[i]) for line in [COLUMNS, *cells]) for i in range(len(COLUMNS) - 1)]
     return "\n".join(
@@ -39,13 +38,13 @@ def format_table(rows, markdown=False):
 def main(argv=None):
     parser = ArgumentParser(
         prog="python -m fer_keras.models",
-        description="List the registered architectures: parameters, expected range, MACs per image, description.",
+        description="List the registered architectures: parameters, MACs per image, description.",
         epilog="trainable: parameters without BatchNormalization's moving statistics (PyTorch's count). MACs: "
         "multiply-accumulates of conv, dense and attention layers for one 48x48 image (see "
         "fer_keras/models/profile.py).",
     )
     parser.add_argument("names", nargs="*", metavar="NAME", help="models to list (default: all)")
-    parser.add_argument("--markdown", action="store_true", help="print a Markdown table (for the README)")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table (as in docs/models.md)")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.names) - set(list_models()))
     if unknown:

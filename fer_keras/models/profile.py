@@ -1,4 +1,4 @@
-"""Model size: parameter counts, multiply-accumulates (MACs) per image, expected parameter ranges.
+"""Model size: parameter counts, multiply-accumulates (MACs) per image.
 
 The original projects counted parameters the PyTorch way, trainable ones only; Keras' count_params
 adds two moving statistics per BatchNormalization channel. The table shows both.
@@ -16,43 +16,6 @@ from keras import layers
 
 from fer_keras.models import layers as fer_layers
 from fer_keras.models.registry import build_model, describe
-
-# Expected parameter count (low, high) of each architecture with its defaults: the README states
-# these ranges and the tests check every model against them.
-PARAM_RANGES = {
-    "mlp": (1.2e6, 1.4e6),
-    "tiny_cnn": (50e3, 70e3),
-    "simple_cnn": (1.1e6, 1.3e6),
-    "baseline_cnn": (1.1e6, 1.3e6),
-    "cnn3": (1.1e6, 1.4e6),
-    "improved_cnn": (10e6, 12e6),
-    "vgg_large": (10e6, 11e6),
-    "regularized_cnn": (1.5e6, 2e6),
-    "deep_cnn": (1e6, 1.3e6),
-    "deep_cnn_v2": (0.8e6, 1e6),
-    "globalpool_cnn": (1.1e6, 1.4e6),
-    "hybrid_cnn": (1.2e6, 1.5e6),
-    "resnet_fer": (0.6e6, 0.9e6),
-    "resnet_fer_wide": (2.7e6, 2.85e6),
-    "resnet_deep": (10.5e6, 11.5e6),
-    "cbam_cnn": (0.25e6, 0.4e6),
-    "vit": (0.1e6, 0.2e6),
-    "mini_xception": (55e3, 62e3),
-    "vgg_fer": (38e6, 42e6),
-    # Networks of the original projects, named pNNN_<the project's name>.
-    "p000_simple_cnn": (4.7e6, 4.8e6),
-    "p000_deep_cnn": (1.65e6, 1.75e6),
-    "p001_base_cnn": (1.2e6, 1.35e6),
-    "p001_deep_cnn": (3.4e6, 3.6e6),
-    "p001_dropout_cnn": (3.4e6, 3.6e6),
-    "p002_basic_cnn": (1.2e6, 1.35e6),
-    "p002_wide_cnn": (5e6, 5.2e6),
-    "p002_vit": (1.1e6, 1.2e6),
-    "p004_baseline_cnn_v2": (200e3, 300e3),
-    "p004_deep_cnn_v1": (1.25e6, 1.35e6),
-    "p004_cbam_cnn": (250e3, 400e3),
-}
-
 
 def _conv_macs(layer):
     kernel = math.prod(layer.kernel_size) * layer.input.shape[-1] // layer.groups
@@ -128,13 +91,12 @@ def count_trainable(model):
 
 
 def profile(name):
-    """`name`'s row of the model table: parameters (all, trainable), MACs, expected range and description."""
+    """`name`'s row of the model table: parameters (all, trainable), MACs and description."""
     model = build_model(name)
     return {
         "name": name,
         "params": model.count_params(),
         "trainable": count_trainable(model),
         "macs": count_macs(model),
-        "expected": PARAM_RANGES.get(name),
         "description": describe(name),
     }

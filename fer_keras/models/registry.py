@@ -3,6 +3,8 @@
 import inspect
 import math
 
+from fer_keras.errors import brief
+
 _MODELS = {}
 
 
@@ -76,7 +78,7 @@ def _check_kind(name, key, value, default):
         ok, expected = isinstance(value, type(default)), f"a {type(default).__name__}"
     if not ok:
         raise ValueError(f"model {name!r} hyperparameter {key}: expected {expected} "
-                         f"(the default is {default!r}), got {value!r}")
+                         f"(the default is {default!r}), got {brief(value)}")
     return value
 
 

@@ -1,13 +1,13 @@
 """`python -m fer_keras.pretrained` prints the shipped models' cards;
 `python -m fer_keras.pretrained add RUN --name NAME --command "..." [--data PATH]` ships a run's model."""
 
-import json
 import shlex
 import sys
 from pathlib import Path
 
 
 from fer_keras import pretrained
+from fer_keras.core import runs
 from fer_keras.core.cli import ArgumentParser, user_errors
 from fer_keras.constants import CLASS_NAMES
 from fer_keras.errors import FerError
@@ -43,16 +43,14 @@ def add(run_dir, name, command, description, data=None, shipped_by=None, machine
     on (default: what the run recorded)."""
     from fer_keras.data import default_data
     from fer_keras.evaluation.evaluate import accuracy_with_tta
-    from fer_keras.training.runner import CONFIG_FILE, METRICS_FILE
-    from fer_keras.modelio.saving import MODEL_FILE, float32_model, load_keras_model
+    from fer_keras.modelio.saving import float32_model, load_keras_model
 
     run_dir = Path(run_dir)
-    if not (run_dir / METRICS_FILE).exists():
-        raise FerError(f"{run_dir} is not a finished run folder (no {METRICS_FILE})")
-    cfg = json.loads((run_dir / CONFIG_FILE).read_text())
-    metrics = json.loads((run_dir / METRICS_FILE).read_text())
+    if not runs.is_complete(run_dir):
+        raise FerError(f"{run_dir} is not a finished run folder (no {runs.METRICS_FILE} beside a {runs.CONFIG_FILE})")
+    cfg, metrics = runs.read_config(run_dir), runs.read_metrics(run_dir)
     # float32 weights either way; float32 compute runs fast on CPUs without bfloat16
-    model = float32_model(load_keras_model(run_dir / MODEL_FILE))
+    model = float32_model(load_keras_model(run_dir / runs.MODEL_FILE))
     target = pretrained.HERE / f"{name}.keras"
     with atomic_path(target) as tmp:
         model.save(tmp)

@@ -13,31 +13,19 @@ from pathlib import Path
 
 import keras
 
+from fer_keras.core import runs
 from fer_keras.core.io import atomic_path
-from fer_keras.modelio.saving import MODEL_FILE
+from fer_keras.data.augment import network_of
 
 MONITOR = "val_accuracy"
-HISTORY_FILE = "history.csv"
-BACKUP_DIR = "backup"
-
-
-def read_history(path, before=None):
-    """Header and complete rows of a CSVLogger file (a row cut by a kill is dropped), optionally only
-    the rows of epochs before `before`. `([], [])` when there is no file."""
-    try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            rows = [r for r in reader if None not in r.values() and r["epoch"]]
-            fields = reader.fieldnames or []
-    except FileNotFoundError:
-        return [], []
-    return fields, [r for r in rows if before is None or int(r["epoch"]) < before]
 
 
 def inference_model(model):
-    """The same layers and weights as a plain functional model: saves without the optimizer, so the
-    checkpoint is a small inference model that loads with nothing but the layers registered."""
-    return keras.Model(model.input, model.output, name=model.name)
+    """The trained network (without the training-only augmentation in front of it) as a plain functional
+    model: saves without the optimizer, so the checkpoint is a small inference model that loads with
+    nothing but the layers registered."""
+    network = network_of(model)
+    return keras.Model(network.input, network.output, name=network.name)
 
 
 class EpochStats(keras.callbacks.Callback):
@@ -52,21 +40,22 @@ class EpochStats(keras.callbacks.Callback):
 
 
 class BestCheckpoint(keras.callbacks.Callback):
-    """Save the model whenever `monitor` beats the run's best so far, atomically.
+    """Save the model to the run folder's model.keras whenever `monitor` beats the run's best so far,
+    atomically.
 
     Epochs whose loss or monitor is not finite are never saved. On resume the best so far is read
     from the history of the epochs already done.
     """
 
-    def __init__(self, path, history_path, monitor=MONITOR, averaged=None):
+    def __init__(self, run_dir, monitor=MONITOR, averaged=None):
         super().__init__()
-        self.path, self.history_path, self.monitor = path, history_path, monitor
+        self.run_dir, self.monitor = Path(run_dir), monitor
         self.averaged = averaged  # the run's SwapEMAWeights: its swap puts in what validation scored
         self.best = None
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.best is None:
-            _, done = read_history(self.history_path, before=epoch)
+            _, done = runs.read_history(self.run_dir, before=epoch)
             done = [float(r[self.monitor]) for r in done if self.monitor in r]
             self.best = max((v for v in done if math.isfinite(v)), default=-math.inf)
 
@@ -78,7 +67,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         if self.averaged:
             self.averaged.on_test_begin()
         try:
-            with atomic_path(self.path) as tmp:
+            with atomic_path(self.run_dir / runs.MODEL_FILE) as tmp:
                 inference_model(self.model).save(tmp)
         finally:
             if self.averaged:
@@ -86,13 +75,14 @@ class BestCheckpoint(keras.callbacks.Callback):
 
 
 class ResumableCSVLogger(keras.callbacks.CSVLogger):
-    """CSVLogger in append mode that first drops the rows of epochs a resumed run will redo.
+    """CSVLogger of the run folder's history.csv, in append mode, that first drops the rows of epochs
+    a resumed run will redo.
 
     The file is opened at the first epoch, once `BackupAndRestore` has set where training resumes.
     """
 
-    def __init__(self, filename):
-        super().__init__(filename, append=True)
+    def __init__(self, run_dir):
+        super().__init__(Path(run_dir) / runs.HISTORY_FILE, append=True)
         self._opened = False
 
     def on_train_begin(self, logs=None):
@@ -101,13 +91,14 @@ class ResumableCSVLogger(keras.callbacks.CSVLogger):
     def on_epoch_begin(self, epoch, logs=None):
         if not self._opened:
             self._opened = True
-            _keep_epochs_before(Path(self.filename), epoch)
+            _keep_epochs_before(Path(self.filename).parent, epoch)
             super().on_train_begin()
 
 
-def _keep_epochs_before(path, epoch):
+def _keep_epochs_before(run_dir, epoch):
     """Rewrite history.csv with only the rows of epochs before `epoch` (removed when none is left)."""
-    fields, kept = read_history(path, before=epoch)
+    fields, kept = runs.read_history(run_dir, before=epoch)
+    path = run_dir / runs.HISTORY_FILE
     if not kept:
         path.unlink(missing_ok=True)
         return
@@ -125,10 +116,10 @@ def training_callbacks(cfg, run_dir):
     callbacks = [
         EpochStats(),
         keras.callbacks.TerminateOnNaN(),
-        BestCheckpoint(run_dir / MODEL_FILE, run_dir / HISTORY_FILE, averaged=averaged),
-        ResumableCSVLogger(run_dir / HISTORY_FILE),
+        BestCheckpoint(run_dir, averaged=averaged),
+        ResumableCSVLogger(run_dir),
         keras.callbacks.BackupAndRestore(
-            str(run_dir / BACKUP_DIR), double_checkpoint=True, delete_checkpoint=False
+            str(run_dir / runs.BACKUP_DIR), double_checkpoint=True, delete_checkpoint=False
         ),
     ]
     if averaged:

@@ -15,28 +15,25 @@ from pathlib import Path
 
 import yaml
 
-from fer_keras.data.augment import PRESETS
 from fer_keras.constants import NUM_CLASSES
-from fer_keras.data.pipeline import SAMPLINGS
-from fer_keras.data.splits import SPLIT_MODES
-from fer_keras.training.distribute import STRATEGIES
-from fer_keras.errors import FerError
-from fer_keras.training.losses import LOSSES
-from fer_keras.training.optim import OPTIMIZERS, SCHEDULES
-from fer_keras.training.precision import PRECISIONS
+from fer_keras.data.presets import PRESETS
+from fer_keras.data.splits import SAMPLINGS, SPLIT_MODES
+from fer_keras.errors import FerError, brief
+from fer_keras.training.choices import LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, STRATEGIES
 from fer_keras.training.tracking import MODES
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few KB
 DATA_ENV = "FER2013_CSV"  # the labelled FER2013 file to train on when no `data` is given
 
 
 @dataclass(frozen=True)
 class Option:
-    """One config key: default, help, accepted values and whether it may change when resuming.
+    """One config key: default, help and accepted values.
 
     `low`/`high` are inclusive bounds, `above` an exclusive lower bound; numbers must be finite.
-    `check` replaces the type test for keys that take several shapes. `resumable` keys do not
-    change results (tracking, where the run lives), so a run or search may resume with new values.
+    `check` replaces the type test for keys that take several shapes. Which keys may change when a
+    run resumes is the run folder's business (`fer_keras.core.runs.RESUMABLE`).
     """
 
     default: object
@@ -47,7 +44,6 @@ class Option:
     high: float = None
     above: float = None
     optional: bool = False
-    resumable: bool = False
     check: object = None
 
     def describe(self):
@@ -84,7 +80,7 @@ class Option:
             and (self.high is None or value <= self.high)
         )
         if not fits:
-            raise FerError(f"config key {key!r}: expected {self.describe()}, got {value!r}")
+            raise FerError(f"config key {key!r}: expected {self.describe()}, got {brief(value)}")
         return value
 
 
@@ -102,7 +98,7 @@ def _focal_alpha(key, value):
     ):
         return [float(v) for v in value]
     raise FerError(f"config key {key!r}: expected null, a number >= 0, 'balanced' or a list of "
-                   f"{NUM_CLASSES} numbers >= 0, got {value!r}")
+                   f"{NUM_CLASSES} numbers >= 0, got {brief(value)}")
 
 
 OPTIONS = {
@@ -137,7 +133,7 @@ OPTIONS = {
     "distill_temperature": Option(1.0, "with teacher: soften the teachers' probabilities by this temperature",
                                   float, above=0.0),
     # Optimisation
-    "optimizer": Option("adam", "optimizer", choices=tuple(OPTIMIZERS)),
+    "optimizer": Option("adam", "optimizer", choices=OPTIMIZERS),
     "learning_rate": Option(1e-3, "peak learning rate", float, above=0.0),
     "weight_decay": Option(0.0, "decoupled weight decay of the optimizer (biases and norms excluded); the "
                            "builders' L2 penalty is the model option l2 (--set l2=...)", float, low=0.0),
@@ -171,16 +167,15 @@ OPTIONS = {
                         "natively, else float32)", choices=PRECISIONS),
     "seed": Option(0, "seed of every random thing (weights, shuffling, augmentation, splits)", int, low=0),
     "strategy": Option("default", "tf.distribute strategy: one device, all local GPUs (mirrored), or the "
-                       "TF_CONFIG cluster (multi_worker)", choices=STRATEGIES, resumable=True),
+                       "TF_CONFIG cluster (multi_worker)", choices=STRATEGIES),
     # Tracking and outputs
-    "wandb": Option("auto", "W&B mode (auto: online if an API key is configured, else offline)", choices=MODES,
-                    resumable=True),
-    "wandb_project": Option("fer_keras", "W&B project", resumable=True),
-    "group": Option(None, "W&B group", optional=True, resumable=True),
-    "tags": Option([], "W&B tags", list, resumable=True),
-    "name": Option(None, "W&B run name", optional=True, resumable=True),
+    "wandb": Option("auto", "W&B mode (auto: online if an API key is configured, else offline)", choices=MODES),
+    "wandb_project": Option("fer_keras", "W&B project"),
+    "group": Option(None, "W&B group", optional=True),
+    "tags": Option([], "W&B tags", list),
+    "name": Option(None, "W&B run name", optional=True),
     "out": Option(None, "run folder (null: runs/<model>-<timestamp>); rerun with the same one to resume",
-                  optional=True, resumable=True),
+                  optional=True),
     "recipe": Option(None, "named recipe (fer_keras/recipes/NAME.yaml) under the config file and flags",
                      optional=True),
     "overfit_check": Option(None, "sanity check: train on N samples without regularisation, report 100% or not",
@@ -188,7 +183,6 @@ OPTIONS = {
     "export": Option(True, "write a SavedModel of the best checkpoint to <out>/savedmodel at the end", bool),
 }
 DEFAULTS = {key: option.default for key, option in OPTIONS.items()}
-RESUMABLE = tuple(key for key, option in OPTIONS.items() if option.resumable)
 
 
 def coerce(text):
@@ -279,15 +273,25 @@ def options_from_args(args):
     return flags, config_file, assignments
 
 
+def read_config_text(path, what="config file"):
+    """The text of a config-like file, at most MAX_CONFIG_BYTES (`--config /dev/zero` must not fill memory)."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise FerError(f"{what} {path} is over {MAX_CONFIG_BYTES:,} bytes: not a {what}")
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise FerError(f"{what} {path} is not a text file") from None
+
+
 def load_config_file(path):
     """A JSON or YAML mapping of config keys (YAML is a superset of JSON, so one parser reads both)."""
     path = Path(path)
     try:
-        content = yaml.safe_load(path.read_text())
+        content = yaml.safe_load(read_config_text(path))
     except yaml.YAMLError as exc:
         raise FerError(f"config file {path} is not valid JSON/YAML: {' '.join(str(exc).split())}") from None
-    except UnicodeDecodeError:
-        raise FerError(f"config file {path} is not a text file") from None
     if content is None:
         return {}
     if not isinstance(content, dict):
@@ -336,7 +340,7 @@ def resolve_config(overrides=None, config_file=None, assignments=None):
         cfg.update(layer)
         layer_args = layer.get("model_args") or {}
         if not isinstance(layer_args, dict):
-            raise FerError(f"config key 'model_args': expected a mapping, got {layer_args!r}")
+            raise FerError(f"config key 'model_args': expected a mapping, got {brief(layer_args)}")
         cfg["model_args"] = {**model_args, **layer_args}
     if cfg["data"] is None and os.environ.get(DATA_ENV):
         cfg["data"] = os.environ[DATA_ENV]
@@ -378,4 +382,4 @@ def _check_keys(mapping, source):
         if key not in OPTIONS:
             close = difflib.get_close_matches(str(key), OPTIONS, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else f"; known keys: {', '.join(OPTIONS)}"
-            raise FerError(f"unknown config key {key!r} in {source}{hint}")
+            raise FerError(f"unknown config key {brief(key)} in {source}{hint}")

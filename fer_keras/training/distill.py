@@ -1,19 +1,18 @@
 """Knowledge distillation (Hinton et al. 2015, https://arxiv.org/abs/1503.02531): a student learns
 from targets that blend each face's label with its teachers' probabilities, so one network can
-approach an ensemble's accuracy. The teachers (any models `fer_keras.inference.predict` loads; several are an
+approach an ensemble's accuracy. The teachers (any models `fer_keras.inference.predictor` loads; several are an
 ensemble) label the training faces once, with flip TTA, before training starts."""
 
 import numpy as np
 
 from fer_keras.constants import NUM_CLASSES
-from fer_keras.inference.predict import load_predictor, predict_probabilities
+from fer_keras.inference.predictor import Predictor
 
 
 def teacher_probabilities(paths, images, temperature=1.0, batch_size=256):
     """The teachers' mean flip-TTA probabilities (N, 7) for `images`, softened by `temperature`
     (p ** (1/T), renormalised: the softmax of logits / T for one model)."""
-    predictors = [load_predictor(path) for path in paths]
-    probs = predict_probabilities(predictors, images, batch_size, tta=True, verbose=True).astype(np.float64)
+    probs = Predictor.load(paths, tta=True).predict_proba(images, batch_size, verbose=True).astype(np.float64)
     if temperature != 1:
         probs = np.exp(np.log(np.maximum(probs, 1e-12)) / temperature)
         probs /= probs.sum(axis=1, keepdims=True)

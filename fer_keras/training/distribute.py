@@ -8,9 +8,8 @@ which TensorFlow allows only before it starts.
 import tensorflow as tf
 
 from fer_keras.training import multi_worker
+from fer_keras.training.choices import STRATEGIES
 from fer_keras.errors import FerError
-
-STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
 def get_strategy(name="default"):

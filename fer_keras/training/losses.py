@@ -5,8 +5,6 @@ import keras
 from fer_keras.constants import NUM_CLASSES
 from fer_keras.errors import FerError
 
-LOSSES = ("crossentropy", "focal")
-
 
 def build_loss(cfg, train_labels=None):
     """The configured loss; `train_labels` are needed only for `focal_alpha: balanced`."""

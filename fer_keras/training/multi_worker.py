@@ -16,8 +16,8 @@ import os
 import keras
 import tensorflow as tf
 from keras import tree
-from keras.src.backend.tensorflow import trainer as tf_trainer
 
+from fer_keras.core.private_api import keras_tf_trainer as tf_trainer
 from fer_keras.errors import FerError
 
 

@@ -10,15 +10,6 @@ import math
 import keras
 from keras import ops
 
-OPTIMIZERS = {
-    "adam": keras.optimizers.Adam,
-    "adamw": keras.optimizers.AdamW,
-    "sgd": keras.optimizers.SGD,
-    "rmsprop": keras.optimizers.RMSprop,
-}
-
-SCHEDULES = ("constant", "cosine", "cosine_restarts", "plateau")
-
 # Substrings of variable names that weight decay leaves alone (biases, norm scales and offsets).
 NO_DECAY = ["bias", "gamma", "beta"]
 
@@ -84,7 +75,7 @@ def build_optimizer(cfg, steps_per_epoch):
         kwargs.update(momentum=cfg["momentum"], nesterov=cfg["nesterov"])
     if cfg["ema"]:
         kwargs.update(use_ema=True, ema_momentum=cfg["ema"])
-    optimizer = OPTIMIZERS[cfg["optimizer"]](**kwargs)
+    optimizer = keras.optimizers.get({"class_name": cfg["optimizer"], "config": kwargs})
     if cfg["weight_decay"]:
         optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
     return optimizer

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from fer_keras.data.augment import build_augmenter
+from fer_keras.data.augment import augmented, build_mixer
 from fer_keras.training.config import DATA_ENV
 from fer_keras.data import class_weights, default_data, load_fer2013, make_dataset, split_data
 from fer_keras.data.stats import conflicting_rows
@@ -63,18 +63,17 @@ def stratified_sample(data, n, seed):
 
 
 def make_datasets(cfg, splits):
-    """`(train_ds, val_ds, fit_kwargs)`: the training pipeline (augmentation, balanced sampling or
-    class weights, distillation targets as configured) and the validation pipeline; pass
-    `fit_kwargs` on to `fit`."""
+    """`(train_ds, val_ds, fit_kwargs)`: the training pipeline (MixUp/CutMix, balanced sampling or
+    class weights, distillation targets as configured; image augmentation is in the model, see
+    `build_compiled_model`) and the validation pipeline; pass `fit_kwargs` on to `fit`."""
     train, val = splits["train"], splits["val"]
-    augment = build_augmenter(cfg["augment"], mixup=cfg["mixup"], cutmix=cfg["cutmix"], seed=cfg["seed"])
     train_ds = make_dataset(
         train.images,
         train.labels,
         batch_size=cfg["batch_size"],
         training=True,
         seed=cfg["seed"],
-        augment=augment,
+        mix=build_mixer(cfg["mixup"], cfg["cutmix"], seed=cfg["seed"]),
         sampling=cfg["sampling"],
         soft_labels=soft_targets(cfg, train),
     )
@@ -95,8 +94,10 @@ def steps_per_epoch(cfg, splits):
 
 
 def build_compiled_model(cfg, steps_per_epoch, train_labels=None):
-    """`(model, schedule_callbacks)`: the configured architecture compiled with its optimizer,
-    schedule, loss and metrics, and the callbacks its schedule needs during `fit` (plateau).
+    """`(model, schedule_callbacks)`: the configured architecture behind its augmentation preset
+    (`fer_keras.data.augment.augmented`: active in training steps only; `network_of` gives the network
+    to save) compiled with its optimizer, schedule, loss and metrics, and the callbacks its schedule
+    needs during `fit` (plateau).
 
     Sets the dtype policy first (so it also works after `keras.backend.clear_session()`).
     `train_labels` are needed only for `focal_alpha: balanced`. Metrics: accuracy and macro F1
@@ -104,9 +105,10 @@ def build_compiled_model(cfg, steps_per_epoch, train_labels=None):
     """
     keras.mixed_precision.set_global_policy(resolve_precision(cfg["precision"]))
     try:
-        model = build_model(cfg["model"], **cfg["model_args"])
+        network = build_model(cfg["model"], **cfg["model_args"])
     except (TypeError, ValueError) as exc:
         raise FerError(f"cannot build model {cfg['model']!r}: {exc}") from None
+    model = augmented(network, cfg["augment"], seed=cfg["seed"])
     model.compile(
         optimizer=build_optimizer(cfg, steps_per_epoch),
         loss=build_loss(cfg, train_labels),

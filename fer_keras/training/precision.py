@@ -1,6 +1,6 @@
 """Which dtype policy pays on this machine: `mixed_bfloat16` only where bfloat16 is computed
-natively (x86 CPUs with AVX512-BF16 or AMX, GPUs, TPUs). Elsewhere it is emulated: on a 2-core AVX2
-EPYC a deep_cnn training step took 13.7 s in bfloat16 against 1.7 s in float32."""
+natively (x86 CPUs with AVX512-BF16 or AMX, GPUs, TPUs). Elsewhere it is emulated and many times
+slower (figures in docs/results.md)."""
 
 import os
 import warnings
@@ -8,7 +8,6 @@ from pathlib import Path
 
 import keras
 
-PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 CPUINFO = Path("/proc/cpuinfo")
 

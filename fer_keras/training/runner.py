@@ -6,7 +6,6 @@ checkpoint and writes the run's record: classification_report.txt, plots/, the S
 `export`) and, last, metrics.json, which marks the run complete.
 """
 
-import json
 import math
 import shutil
 import time
@@ -19,7 +18,6 @@ from fer_keras.training import callbacks as cb
 from fer_keras.training import tracking
 from fer_keras.training import parts
 from fer_keras.core.cli import keras_verbosity
-from fer_keras.training.config import RESUMABLE
 from fer_keras.training.distribute import check_even_batches
 from fer_keras.errors import DivergedError, FerError
 from fer_keras.evaluation.evaluate import evaluate_model, write_evaluation
@@ -29,11 +27,10 @@ from fer_keras.core.lock import folder_lock
 from fer_keras.models.profile import count_macs
 from fer_keras.evaluation.plots import plot_history
 from fer_keras.training.precision import machine_summary
-from fer_keras.modelio.saving import MODEL_FILE, load_keras_model
-
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.json"
-SAVEDMODEL_DIR = "savedmodel"
+from fer_keras.training.speed import images_per_second, speed_settings
+from fer_keras.modelio.saving import load_keras_model
+from fer_keras.core import runs
+from fer_keras.data.augment import network_of
 
 
 def run_training(cfg, run_dir, *, strategy=None, splits=None, initial_weights=None, initial_epoch=0,
@@ -49,12 +46,13 @@ def run_training(cfg, run_dir, *, strategy=None, splits=None, initial_weights=No
     """
     run_dir = Path(run_dir)
     with folder_lock(run_dir, "training run"):
-        finished = finished_run(run_dir, cfg)
+        _refuse_foreign_folder(run_dir)
+        finished = runs.finished_run(run_dir, cfg)
         if finished is not None:
-            shutil.rmtree(run_dir / cb.BACKUP_DIR, ignore_errors=True)  # left by a kill during clean-up
-            print(f"run {run_dir} is already complete ({METRICS_FILE}); use another output folder to train again")
+            shutil.rmtree(run_dir / runs.BACKUP_DIR, ignore_errors=True)  # left by a kill during clean-up
+            print(f"run {run_dir} is already complete ({runs.METRICS_FILE}); use another output folder to train again")
             return finished
-        write_json(run_dir / CONFIG_FILE, cfg)
+        write_json(run_dir / runs.CONFIG_FILE, cfg)
         splits = splits if splits is not None else parts.load_splits(cfg)
         strategy = strategy or tf.distribute.get_strategy()
         check_even_batches(strategy, cfg["batch_size"], {k: len(splits[k]) for k in ("train", "val")})
@@ -65,7 +63,7 @@ def run_training(cfg, run_dir, *, strategy=None, splits=None, initial_weights=No
                 cfg, parts.steps_per_epoch(cfg, splits), splits["train"].labels
             )
             if initial_weights is not None:
-                model.load_weights(initial_weights)
+                network_of(model).load_weights(initial_weights)
 
         run = tracking.start_run(wandb_config or cfg, run_dir)
         exit_code = 1
@@ -81,50 +79,29 @@ def run_training(cfg, run_dir, *, strategy=None, splits=None, initial_weights=No
                 **fit_kwargs,
             )
             _stop_if_diverged(history, run_dir, cfg)
-            metrics = _record(cfg, run_dir, splits, run)
+            metrics = _record(cfg, run_dir, splits, run, speed_settings(model))
             exit_code = 0
         finally:
             tracking.finish(run, exit_code)
-        shutil.rmtree(run_dir / cb.BACKUP_DIR, ignore_errors=True)
+        shutil.rmtree(run_dir / runs.BACKUP_DIR, ignore_errors=True)
     return metrics
 
 
-def finished_run(run_dir, cfg):
-    """metrics.json of a complete run in `run_dir`; None for a new or interrupted one, or one that
-    never finished an epoch (nothing to protect: its settings are replaced).
-
-    A folder holding finished epochs of other settings is refused: resuming it would mix two runs.
-    Keys in `config.RESUMABLE` (tracking, where the run lives) may differ.
-    """
-    saved_path = run_dir / CONFIG_FILE
-    if not saved_path.exists() or not _has_finished_epochs(run_dir):
-        return None
+def _refuse_foreign_folder(run_dir):
+    """FerError unless `run_dir` holds no file a run writes, or holds a run of ours (its config.json has
+    our config's keys): a user's own config.json, history.csv or plots/ are never overwritten."""
+    written = (runs.CONFIG_FILE, runs.HISTORY_FILE, runs.MODEL_FILE, runs.BACKUP_DIR, runs.REPORT_FILE,
+               runs.PLOTS_DIR, runs.SAVEDMODEL_DIR, runs.METRICS_FILE)
+    clashing = [name for name in written if (run_dir / name).exists()]
+    if not clashing:
+        return
     try:
-        saved = json.loads(saved_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise FerError(f"{saved_path} is not readable JSON: restore it, or choose another output folder") from None
-    changed = sorted(k for k in cfg if k not in RESUMABLE and saved.get(k) != cfg[k])
-    if changed:
-        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {cfg[k]!r}" for k in changed)
-        raise FerError(
-            f"run folder {run_dir} holds a run with other settings ({diffs}); "
-            "resume it with the same settings or choose another output folder"
-        )
-    metrics_path = run_dir / METRICS_FILE
-    return json.loads(metrics_path.read_text()) if metrics_path.exists() else None
-
-
-def _has_finished_epochs(run_dir):
-    """Whether an epoch ended with a finite loss here (a checkpoint, or a finite row of history)."""
-    _, rows = cb.read_history(run_dir / cb.HISTORY_FILE)
-    return (run_dir / MODEL_FILE).exists() or any(_finite(r.get("loss")) for r in rows)
-
-
-def _finite(text):
-    try:
-        return math.isfinite(float(text))
-    except (TypeError, ValueError):
-        return False
+        saved = runs.read_config(run_dir) if (run_dir / runs.CONFIG_FILE).is_file() else None
+    except FerError:  # not JSON: not ours either
+        saved = None
+    if not (isinstance(saved, dict) and {"model", "seed", "epochs"} <= set(saved)):
+        raise FerError(f"{run_dir} is not a fer_keras run folder but holds {', '.join(clashing)}, which training "
+                       "would overwrite; choose a new or empty output folder")
 
 
 def _stop_if_diverged(history, run_dir, cfg):
@@ -133,8 +110,8 @@ def _stop_if_diverged(history, run_dir, cfg):
     losses = history.history.get("loss", [])
     if not losses or math.isfinite(losses[-1]):
         return
-    shutil.rmtree(run_dir / cb.BACKUP_DIR, ignore_errors=True)
-    model_path = run_dir / MODEL_FILE
+    shutil.rmtree(run_dir / runs.BACKUP_DIR, ignore_errors=True)
+    model_path = run_dir / runs.MODEL_FILE
     kept = (
         f"the last good checkpoint is kept at {model_path}"
         if model_path.exists()
@@ -146,14 +123,14 @@ def _stop_if_diverged(history, run_dir, cfg):
     )
 
 
-def _record(cfg, run_dir, splits, run):
+def _record(cfg, run_dir, splits, run, speed):
     """Evaluate the best checkpoint on every split and write the run's record (report, plots,
     SavedModel, W&B summary, samples and Grad-CAM, metrics.json last); return metrics.json's content."""
     start = time.perf_counter()
-    model_path = run_dir / MODEL_FILE
+    model_path = run_dir / runs.MODEL_FILE
     model = load_keras_model(model_path)
     results = evaluate_model(model, splits, batch_size=max(256, cfg["batch_size"]), verbose=0)
-    _, rows = cb.read_history(run_dir / cb.HISTORY_FILE)
+    _, rows = runs.read_history(run_dir)
     best = max(rows, key=lambda r: float(r["val_accuracy"]), default=None)
     extra = {
         "model": cfg["model"],
@@ -164,14 +141,15 @@ def _record(cfg, run_dir, splits, run):
         "epochs": len(rows),
         "best_epoch": int(best["epoch"]) + 1 if best else None,
         "train_time": sum(float(r["epoch_time"]) for r in rows),  # every epoch, across resumes
+        "speed": {**speed, "images_per_second": images_per_second(len(splits["train"]), rows)},
     }
     if cfg["overfit_check"]:
         accuracy = results["train"]["accuracy"]
         extra["overfit_check"] = {"samples": cfg["overfit_check"], "train_accuracy": accuracy,
                                   "reached_100": accuracy >= 1.0}
-    plot_history(run_dir / cb.HISTORY_FILE, run_dir / "plots" / "history.png")
+    plot_history(run_dir / runs.HISTORY_FILE, run_dir / runs.PLOTS_DIR / runs.HISTORY_PLOT)
     if cfg["export"]:
-        export_savedmodel(model, run_dir / SAVEDMODEL_DIR, model_name=cfg["model"])
+        export_savedmodel(model, run_dir / runs.SAVEDMODEL_DIR, model_name=cfg["model"])
     extra["wall_time"] = extra["train_time"] + time.perf_counter() - start
     tracking.log_results(run, results, model_path=model_path, extra=extra)
     tracking.log_trained_model(run, model, splits)

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from fer_keras.constants import CLASS_NAMES, NUM_CLASSES
+from fer_keras.core import runs
 from fer_keras.core.io import write_text
 
 # wandb is imported inside the guarded functions: even a broken install must not stop training.
 
 MODES = ("auto", "online", "offline", "disabled")
-ID_FILE = "wandb_id.txt"
 SAMPLE_FACES = 32  # rows of the "samples" table
 GRAD_CAM_FACES = 8  # the first faces of that table, explained
 
@@ -114,7 +114,7 @@ def _wandb_config(value):
 
 def _run_id(run_dir):
     """The W&B run id of `run_dir`: its folder name plus a random suffix, kept in wandb_id.txt."""
-    path = run_dir / ID_FILE
+    path = run_dir / runs.WANDB_ID_FILE
     if path.exists():
         return path.read_text().strip()
     run_id = f"{re.sub(r'[^A-Za-z0-9_-]+', '-', run_dir.name)[:48]}-{uuid.uuid4().hex[:8]}"
@@ -176,7 +176,7 @@ def log_results(run, results, model_path=None, extra=None):
 
     if model_path is not None:
         artifact = wandb.Artifact(f"model-{run.id}", type="model", metadata=summary)
-        artifact.add_file(str(model_path), name="model.keras")
+        artifact.add_file(str(model_path), name=runs.MODEL_FILE)
         run.log_artifact(artifact, aliases=["best", "latest"])
 
 
@@ -229,9 +229,9 @@ def log_samples(run, model, faces, source):
         return
     import wandb
 
-    from fer_keras.inference.predict import keras_predictor
+    from fer_keras.inference.predictor import Predictor
 
-    probs = keras_predictor(model)(faces.images.astype(np.float32))
+    probs = Predictor(model).predict_proba(faces.images)
     table = wandb.Table(columns=["image", "true", "predicted", "confidence", "correct"])
     for image, label, p in zip(faces.images, faces.labels, probs):
         pred = int(p.argmax())
@@ -249,23 +249,15 @@ def log_grad_cam(run, model, faces):
         return
     import wandb
 
-    from fer_keras.evaluation.explain import feature_layers, grad_cam
+    from fer_keras.inference.gradcam import feature_layers, grad_cam, overlay
 
     if not feature_layers(model):
         return
     heatmaps, probs = grad_cam(model, faces.images)
     run.log({"grad_cam": [
-        wandb.Image(_overlay(face, heat), caption=f"{CLASS_NAMES[label]} / {CLASS_NAMES[p.argmax()]}")
+        wandb.Image(overlay(face, heat), caption=f"{CLASS_NAMES[label]} / {CLASS_NAMES[p.argmax()]}")
         for face, heat, label, p in zip(faces.images, heatmaps, faces.labels, probs)
     ]})
-
-
-def _overlay(face, heatmap, alpha=0.45):
-    """An RGB uint8 image: the grey face under its heat map in the jet colour map."""
-    from matplotlib import colormaps
-
-    grey = np.repeat(face.astype(np.float32) / 255, 3, axis=-1)
-    return np.uint8(255 * ((1 - alpha) * grey + alpha * colormaps["jet"](heatmap)[..., :3]))
 
 
 def showcase_faces(splits, n, seed=0):

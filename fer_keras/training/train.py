@@ -16,6 +16,7 @@ import yaml
 from fer_keras.training import config as config_lib
 from fer_keras.training import multi_worker
 from fer_keras.training import runner
+from fer_keras.core import runs
 from fer_keras.core.cli import ArgumentParser, user_errors
 from fer_keras.training.distribute import get_strategy
 from fer_keras.core.io import write_json
@@ -61,7 +62,7 @@ def cross_validate(cfg, verbose=None):
     for split in ("val", "test"):
         if all(split in f for f in folds):
             summary[split] = {metric: _spread([f[split][metric] for f in folds]) for metric in ("accuracy", "macro_f1")}
-    write_json(out / "cross_validation.json", summary)
+    write_json(out / runs.CROSS_VALIDATION_FILE, summary)
     for split in ("val", "test"):
         if split in summary:
             m = summary[split]
