@@ -137,18 +137,22 @@ def normal_phase(server, photo, n_normal, n_requests, n_slow):
         for _ in range(n_requests):
             results.append(post(server.port, photo))
 
-    normal = [threading.Thread(target=client) for _ in range(n_normal)]
-    start = time.perf_counter()
-    for thread in normal:
-        thread.start()
-    for thread in normal:
-        thread.join()
-    wall = time.perf_counter() - start
+    wall = run_all([threading.Thread(target=client) for _ in range(n_normal)])
     peak = server.memory("VmHWM")
     stop.set()
     for thread in slow:
         thread.join()
     return results, wall, peak, dict(cut)
+
+
+def run_all(threads):
+    """Start `threads` together, wait for all of them; the seconds it took."""
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - start
 
 
 def big_image(max_bytes):
@@ -172,12 +176,7 @@ def big_phase(server, data, n_big):
     threads = [threading.Thread(target=lambda: results.append(post(server.port, data, timeout=600)))
                for _ in range(n_big)]
     server.reset_peak()
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - start
+    wall = run_all(threads)
     peak = server.memory("VmHWM")
     time.sleep(5)
     return results, wall, peak, server.memory("VmRSS")
