@@ -36,8 +36,8 @@ from tuning.search import search_space, search_state
 from tuning.spaces import VariantSpace
 
 STUDIES_DIR = Path(__file__).resolve().parent / "studies"
-BUDGETS = ("quick", "full")
-FILE_KEYS = {"project", "seed_file", "description", "base", "budgets", "series", "reported_as"}
+BUDGETS = ("quick", "middle", "full")
+FILE_KEYS = {"project", "seed_file", "description", "base", "budgets", "series", "reported_as", "assumed", "claims"}
 SERIES_KEYS = {"variants", "grid", "reported"}
 PUBLISHED = {".md", ".csv", ".png"}
 
@@ -63,7 +63,7 @@ def load_study(path):
         raise FerError(f"study file {path}: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(FILE_KEYS))})")
     missing = [b for b in BUDGETS if b not in (study.get("budgets") or {})]
     if missing or not study.get("series"):
-        raise FerError(f"study file {path} needs budgets quick and full, and at least one series")
+        raise FerError(f"study file {path} needs budgets {', '.join(BUDGETS)}, and at least one series")
     for name, series in study["series"].items():
         if not re.fullmatch(r"[A-Za-z0-9_-]+", str(name)) or not isinstance(series, dict) or \
                 set(series) - SERIES_KEYS or not set(series) & {"variants", "grid"}:
