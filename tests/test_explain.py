@@ -7,7 +7,7 @@ from PIL import Image
 
 from fer_keras.data.synthetic import write_synthetic_csv
 from fer_keras.errors import FerError
-from fer_keras.evaluation.explain import grad_cam, main, target_layer
+from fer_keras.evaluation.explain import attention_gates, grad_cam, main, target_layer
 from fer_keras.models import build_model, list_models
 from fer_keras.models.common import image_input, logits
 
@@ -86,3 +86,35 @@ def test_cli_says_clearly_when_there_is_no_convolution(data_csv, tmp_path, capsy
     assert exit_info.value.code == 2
     assert "error: model mlp has no convolutional layer" in capsys.readouterr().err
     assert not (tmp_path / "g.png").exists()
+
+
+@pytest.mark.parametrize("name, sizes", [("cbam_cnn", [48, 24, 12]), ("p004_cbam_cnn", [24, 12, 6])])
+def test_attention_gates_are_the_maps_cbam_multiplies_by(name, sizes):
+    model = build_model(name)
+    faces = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 1)).astype(np.float32)
+    gates = attention_gates(model, faces)
+    assert list(gates) == [f"block{i}_spatial_attention" for i in (1, 2, 3)]
+    for (layer_name, gate), size in zip(gates.items(), sizes):
+        layer = model.get_layer(layer_name)
+        features = keras.Model(model.inputs, layer.input)([faces])
+        refined = np.asarray(keras.Model(model.inputs, layer.output)([faces]))
+        raw = np.asarray(layer.gate(features))
+        assert raw.shape == (3, size, size, 1) and gate.shape == (3, 48, 48)
+        np.testing.assert_allclose(refined, np.asarray(features) * raw, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(gate[:, :: 48 // size, :: 48 // size], raw[..., 0], rtol=1e-6)
+        assert 0 < gate.min() and gate.max() < 1
+
+
+def test_cli_draws_cbam_gates_beside_grad_cam(data_csv, tmp_path, capsys):
+    build_model("p004_cbam_cnn").save(tmp_path / "cbam.keras")
+    out = tmp_path / "gates.png"
+    assert main(["--model", str(tmp_path / "cbam.keras"), "--data", str(data_csv), "--n", "3", "--out", str(out),
+                 "--attention"]) == 0
+    with Image.open(out) as grid:
+        assert grid.format == "PNG" and grid.width >= 5 * 190 and grid.height >= 3 * 200  # 5 panels, 3 faces
+    assert "the gates of block1_spatial_attention, block2_spatial_attention" in capsys.readouterr().out
+    build_model("tiny_cnn").save(tmp_path / "tiny.keras")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", str(tmp_path / "tiny.keras"), "--data", str(data_csv), "--out", str(tmp_path / "t.png"),
+              "--attention"])
+    assert exit_info.value.code == 2 and "has no CBAM spatial-attention layer" in capsys.readouterr().err

@@ -191,6 +191,17 @@ def test_parameter_counts_that_project_000_states(built):
     assert built("resnet_fer_wide").count_params() == 2_778_311 + 2 * batch_norm_channels  # moving mean, variance
 
 
+def test_parameter_counts_that_project_003_states_against_its_stated_layers(built):
+    """Project 003 states sizes its own layer lists cannot give; the builders follow the layers, and
+    the study's claims table (tuning/studies/p003.yaml) marks the stated sizes contradicted."""
+    mlp = (48 * 48 * 512 + 512) + (512 * 256 + 256) + (256 * 128 + 128) + (128 * 7 + 7)  # 512-256-128
+    simple = (9 * 32 + 32) + (9 * 32 * 64 + 64) + (12 * 12 * 64 * 128 + 128) + (128 * 64 + 64) + (64 * 7 + 7)
+    tiny = (9 * 16 + 16) + (24 * 24 * 16 * 7 + 7)  # one 16-channel conv, 2x2 pooling, one dense layer
+    assert [count_trainable(built(n)) for n in ("mlp", "simple_cnn", "tiny_cnn")] == [mlp, simple, tiny]
+    assert (mlp, tiny) == (1_345_287, 64_679)  # stated: "1.28M" (5% fewer) and "~50k" (23% fewer)
+    assert simple / mlp == pytest.approx(0.897, abs=1e-3)  # stated: "10x fewer parameters than the MLP"
+
+
 def _head(model):
     """Spatial dropout and dropout (rate) and dense (units) layers, in the order they run."""
     labels = []

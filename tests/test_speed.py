@@ -11,11 +11,12 @@ from fer_keras.models.layers import FusedBatchNormalization
 from fer_keras.training.speed import images_per_second, speed_settings
 
 
-def _train_step(fused, policy, x, weights):
+def _train_step(fused, policy, x, weights, fused_dtype=None):
     """Output, gradients (input, gamma, beta) and moving statistics of one training call."""
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(0)
-    layer = FusedBatchNormalization(fused=fused, gamma_initializer="random_normal", beta_initializer="random_normal")
+    layer = FusedBatchNormalization(fused=fused, fused_dtype=fused_dtype, gamma_initializer="random_normal",
+                                    beta_initializer="random_normal")
     layer.build(x.shape)
     assert layer.uses_fused_kernel(x) is (fused is None)
     with tf.GradientTape() as tape:
@@ -26,12 +27,13 @@ def _train_step(fused, policy, x, weights):
     return [np.asarray(tf.cast(t, "float32")) for t in (y, *grads, layer.moving_mean, layer.moving_variance)]
 
 
-@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
-def test_fused_batchnorm_matches_keras(policy):
+@pytest.mark.parametrize("policy, fused_dtype", [("float32", None), ("mixed_bfloat16", None),
+                                                 ("mixed_bfloat16", "float32")])
+def test_fused_batchnorm_matches_keras(policy, fused_dtype):
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(3, 2, (16, 6, 6, 5)).astype("float32"))
     weights = tf.constant(rng.normal(size=x.shape).astype("float32"))
-    fused, plain = _train_step(None, policy, x, weights), _train_step(False, policy, x, weights)
+    fused, plain = _train_step(None, policy, x, weights, fused_dtype), _train_step(False, policy, x, weights)
     for name, a, b in zip(["output", "d_input", "d_gamma", "d_beta", "moving_mean", "moving_variance"], fused, plain):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)
 
@@ -53,6 +55,10 @@ def test_fused_setting_survives_saving(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     assert isinstance(loaded.get_layer("block1_bn2"), FusedBatchNormalization)
     assert loaded.get_layer("block1_bn1").fused is False and loaded.get_layer("block1_bn2").fused is None
+    xception = build_model("mini_xception")
+    xception.save(tmp_path / "x.keras")
+    layers = [l for l in keras.saving.load_model(tmp_path / "x.keras").layers if isinstance(l, FusedBatchNormalization)]
+    assert layers and {layer.fused_dtype for layer in layers} == {"float32"}  # its faster bf16 training path
 
 
 def test_speed_settings_say_what_training_uses():

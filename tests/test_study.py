@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from fer_keras.errors import FerError
+from tuning import claims as claims_lib
 from tuning import study as study_lib
 from tuning.summary import load_trials
 from fer_keras.core.runs import TRIAL_FILE
@@ -24,12 +25,17 @@ MINI = {
     "project": "a test study",
     "seed_file": "none",
     "base": {"model": "tiny_cnn", "model_args": {"widths": [8]}, "batch_size": 32, "wandb": "disabled"},
-    "budgets": {"quick": {"epochs": 1, "limit": 300}, "full": {"epochs": 2, "limit": 600}},
+    "budgets": {"quick": {"epochs": 1, "limit": 300}, "middle": {"epochs": 1, "limit": 450},
+                "full": {"epochs": 2, "limit": 600}},
     "series": {
         "architecture": {"variants": {"tiny": {}, "simple": {"model": "simple_cnn", "learning_rate": 3e-3}},
                          "reported": {"tiny": 57.5, "simple": "overfit"}},
         "lr": {"grid": {"learning_rate": [1e-3, 3e-3]}},
     },
+    "assumed": {"epochs": "1 (not stated)"},
+    "claims": [{"claim": "simple beats tiny", "higher": "architecture/simple", "than": "architecture/tiny"},
+               {"claim": "tiny has 50k parameters", "params": "tiny_cnn", "stated": 50000},
+               {"claim": "cosine helps", "higher": "schedule/cosine", "than": "schedule/constant"}],
 }
 
 
@@ -45,7 +51,7 @@ def rows(path):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"budgets": {"quick": {"epochs": 1}}}, "needs budgets quick and full"),
+    ({"budgets": {"quick": {"epochs": 1}}}, "needs budgets quick, middle, full"),
     ({"series": {"a b": {"grid": {"seed": [1]}}}}, "series 'a b' must be a name"),
     ({"series": {"x": {"variants": {"a": {}}, "extra": 1}}}, "series 'x' must be"),
     ({"serie": {}}, "unknown keys serie"),
@@ -55,6 +61,43 @@ def rows(path):
 def test_bad_study_files_say_what_is_wrong(tmp_path, change, message):
     with pytest.raises(FerError, match=message):
         study_lib.load_study(write_study(tmp_path, {**MINI, **change}))
+
+
+def _verdict(claim, values, stuck=()):
+    values = {name: list(v) for name, v in values.items()}
+    return claims_lib.judge(claim, values, {name: name in stuck for name in values})[0::2]
+
+
+@pytest.mark.parametrize("claim, values, stuck, verdict, why", [
+    ({"higher": "a/x", "than": "a/y"}, {"a/x": [60.0], "a/y": [55.0]}, (), "supported", "noise ±2.00 (1 seed)"),
+    ({"higher": "a/x", "than": "a/y"}, {"a/x": [52.0], "a/y": [55.0]}, (), "contradicted", "difference -3.00"),
+    ({"higher": "a/x", "than": "a/y"}, {"a/x": [56.0], "a/y": [55.0]}, (), "undecided", "needs 3 seeds"),
+    ({"higher": "a/x", "than": "a/y"}, {"a/x": [56.0, 56.2, 55.8], "a/y": [55.0, 55.1, 54.9]}, (), "supported",
+     "(3 seeds)"),
+    ({"higher": "a/x", "than": "a/y"}, {"a/x": [56, 54, 58], "a/y": [55, 57, 53]}, (), "undecided", "within noise"),
+    ({"not_higher": "a/x", "than": "a/y"}, {"a/x": [56, 54, 58], "a/y": [55, 57, 53]}, (), "supported",
+     "within noise"),
+    ({"not_higher": "a/x", "than": "a/y"}, {"a/x": [60.0], "a/y": [55.0]}, (), "contradicted", "+5.00"),
+    ({"lower": "a/x", "than": "a/y", "metric": "gap"}, {"a/x": [3.0], "a/y": [9.0]}, (), "supported", "-6.00"),
+    ({"higher": "a/x", "than": "a/y"}, {"a/x": [60.0], "a/y": [25.0]}, ("a/y",), "undecided",
+     "a/y never left the majority class"),
+    ({"at_most": 30, "of": "a/x"}, {"a/x": [25.1]}, ("a/x",), "supported", "mean 25.10 against 30"),
+    ({"at_most": 30, "of": "a/x"}, {"a/x": [45.0]}, (), "contradicted", "mean 45.00"),
+    ({"near": 58, "of": "a/x", "budget": "middle"}, {"a/x": [57.0]}, (), "supported", "against 58"),
+    ({"near": 58, "of": "a/x", "budget": "middle"}, {"a/x": [50.0]}, (), "undecided", "longer training may"),
+    ({"near": 58, "of": "a/x", "budget": "full"}, {"a/x": [50.0]}, (), "contradicted", "against 58"),
+    ({"near": 26, "of": "a/x", "budget": "middle"}, {"a/x": [35.0]}, (), "contradicted", "against 26"),
+    ({"higher": "a/x", "than": "a/y"}, {"a/x": [60.0], "a/y": []}, (), "undecided", "not run: a/y"),
+])
+def test_a_claim_is_decided_only_beyond_noise(claim, values, stuck, verdict, why):
+    got, said = _verdict(claim, values, stuck)
+    assert got == verdict and why in said
+
+
+def test_parameter_claims_are_decided_from_the_built_networks():
+    verdict, measured, why = claims_lib.judge_params({"params": "simple_cnn", "per": "mlp", "stated": 0.1})
+    assert verdict == "contradicted" and measured == "simple_cnn 1,207,303; mlp 1,345,287" and "ratio 0.897" in why
+    assert claims_lib.judge_params({"params": "resnet_fer_wide", "stated": 2778311})[0] == "supported"
 
 
 def test_variants_resolve_over_the_study_base_each_with_its_own_settings(tmp_path):
@@ -79,12 +122,21 @@ def test_the_five_projects_each_have_a_study_listed_with_its_command(capsys):
 
 
 @pytest.mark.parametrize("path", study_lib.list_studies(), ids=lambda p: p.stem)
-def test_every_run_of_a_shipped_study_resolves_at_both_budgets(path):
+def test_every_run_of_a_shipped_study_resolves_at_every_budget(path):
     study = study_lib.load_study(path.stem)
     header = " ".join(study_lib._first_lines(path))
-    assert study["seed_file"] in header and "quick" in header and "full" in header
+    assert study["seed_file"] in header and all(budget in header for budget in study_lib.BUDGETS)
+    assert study["assumed"] and len(study["claims"]) >= 6
     assert all(set(b) == {"epochs", "limit"} for b in study["budgets"].values())
     assert study["budgets"]["full"]["limit"] is None  # the original projects trained on all of Training
+    assert study["budgets"]["middle"]["limit"] is None
+    assert 0.2 <= study["budgets"]["middle"]["epochs"] / study["budgets"]["full"]["epochs"] <= 0.5
+    settings = {f"{name}/{setting}" for name, series in study["series"].items()
+                for setting in study_lib.series_settings(series)}
+    for claim in study["claims"]:  # every claim names settings the study runs, or a network
+        named = [claim[k] for k in ("higher", "lower", "not_higher", "than", "of") if k in claim]
+        assert set(named) <= settings and (named or claim["params"]), claim
+        assert claim.get("metric", "val") in claims_lib.METRICS
     for series, budget in itertools.product(study["series"], study_lib.BUDGETS):
         space = study_lib.series_space(study, series, budget, repeats=1, overrides={})
         epochs = study["budgets"][budget]["epochs"]
@@ -127,7 +179,7 @@ def test_a_study_runs_every_series_compares_them_and_resumes(tmp_path, capsys):
     assert len(rows(out / "comparison" / "comparison.csv")) == 8  # every run of the study
     for name in ("curves.png", "per_class.png"):
         assert (out / "comparison" / name).stat().st_size > 1000
-    claims = {(r["series"], r["setting"]): r for r in rows(out / "claims.csv")}
+    claims = {(r["series"], r["setting"]): r for r in rows(out / "settings.csv")}
     assert sorted(claims) == [("architecture", "simple"), ("architecture", "tiny"), ("lr", "0.001"),
                               ("lr", "0.003")]
     assert (claims["architecture", "tiny"]["reported"], claims["architecture", "simple"]["reported"]) == (
@@ -135,7 +187,13 @@ def test_a_study_runs_every_series_compares_them_and_resumes(tmp_path, capsys):
     tiny = [float(r["test_accuracy"]) * 100 for r in arch if r["variant"] == "tiny"]
     mean, std = claims["architecture", "tiny"]["test_accuracy"].split(" ± ")
     assert float(mean) == pytest.approx(sum(tiny) / 2, abs=0.01) and claims["lr", "0.001"]["runs"] == "2"
-    assert "57.50%" in (out / "claims.md").read_text()
+    assert "57.50%" in (out / "claims.md").read_text() and "- epochs: 1 (not stated)" in (out / "claims.md").read_text()
+    verdicts = {r["claim"]: r for r in rows(out / "claims.csv")}
+    assert list(verdicts) == [c["claim"] for c in MINI["claims"]]
+    assert {r["verdict"] for r in verdicts.values()} <= {"supported", "contradicted", "undecided"}
+    assert verdicts["simple beats tiny"]["seeds"] == "2" and "architecture/simple" in verdicts["simple beats tiny"]["measured"]
+    assert verdicts["tiny has 50k parameters"]["verdict"] == "contradicted"  # 64,679
+    assert verdicts["cosine helps"]["why"] == "not run: schedule/cosine, schedule/constant"
     assert study_lib.main(["publish", str(out), "--out", str(tmp_path / "shared")]) == 0
     shared = sorted(str(p.relative_to(tmp_path / "shared" / "mini")) for p in (tmp_path / "shared").rglob("*.*"))
     assert "claims.md" in shared and "architecture/comparison/curves.png" in shared

@@ -347,8 +347,13 @@ def test_overfit_check_reaches_full_training_accuracy(tmp_path, capsys):
                  "--out", str(out)])
     printed = capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["overfit_check"] == {"samples": 24, "train_accuracy": 1.0, "reached_100": True}
-    assert code == 0 and "reached 100%" in printed
+    check = metrics["overfit_check"]
+    assert {k: check[k] for k in ("samples", "train_accuracy", "reached_100")} == {
+        "samples": 24, "train_accuracy": 1.0, "reached_100": True}
+    history = (out / "history.csv").read_text().splitlines()
+    accuracy = [float(line.split(",")[history[0].split(",").index("accuracy")]) for line in history[1:]]
+    assert check["first_epoch_at_100_in_training"] == accuracy.index(1.0) + 1
+    assert code == 0 and f"reached 100% (100% in training mode from epoch {accuracy.index(1.0) + 1})" in printed
     assert json.loads((out / "config.json").read_text())["augment"] == "none"
 
 

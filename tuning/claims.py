@@ -14,7 +14,7 @@ The file's `claims` list states what the project concluded, each as one test on 
     params: MODEL, stated: N [, per: MODEL2]  trainable parameters (or their ratio) within 5% of N
 
 `metric` is val (validation accuracy, the projects' figure; default), train, gap (train - validation,
-points) or minutes (training time). Noise is twice the standard error of the difference of means
+points), f1 (validation macro F1 x 100) or minutes (training time). Noise is twice the standard error of the difference of means
 with two or more seeds a side, and SINGLE_RUN_NOISE with one. A difference within noise is decided
 only with at least MIN_SEEDS seeds a side (`not_higher` then holds); a run that never left the
 majority class decides nothing but a claim that it fails (`at_most`).
@@ -37,7 +37,7 @@ COLUMNS = ("series", "setting", "reported", "val_accuracy", "test_accuracy", "tr
 CLAIM_COLUMNS = ("claim", "verdict", "measured", "why", "seeds")
 VERDICTS = ("supported", "contradicted", "undecided")
 KINDS = ("higher", "lower", "not_higher", "at_most", "at_least", "near", "params")
-METRICS = ("val", "train", "gap", "minutes")
+METRICS = ("val", "train", "gap", "f1", "minutes")
 # Two default-recipe runs differing only in seed scored 1.1 points apart (docs/results.md): one run a
 # side cannot separate differences under about twice that.
 SINGLE_RUN_NOISE = 2.0
@@ -95,6 +95,8 @@ def metric_values(metrics, metric):
     """One run's value of `metric` (accuracies and gap in points, minutes of training)."""
     if metric == "minutes":
         return metrics.get("train_time", 0) / 60
+    if metric == "f1":
+        return metrics["val"]["macro_f1"] * 100 if "val" in metrics else None
     if metric == "gap":
         return metrics["train_val_gap"] * 100 if metrics.get("train_val_gap") is not None else None
     return metrics[metric]["accuracy"] * 100 if metric in metrics else None

@@ -1,16 +1,19 @@
 """Studies: an original project's experiment series, each a KerasTuner grid over its variants, in one command.
 
-`python -m tuning.study run FILE [--data PATH] [--budget quick|full] [--repeats N] [--out DIR]` runs
+`python -m tuning.study run FILE [--data PATH] [--budget quick|middle|full] [--repeats N] [--out DIR]` runs
 every series of a study file (YAML) as a grid search in DIR/STUDY/SERIES (resumable and distributed
 like `tuning.search`), then compares each series' runs and all of them (`fer_keras.evaluation.compare`), and
-puts the project's reported figures beside the measured ones (DIR/STUDY/claims.md, `tuning.claims`).
+puts the project's reported figures beside the measured ones with a verdict per claim (DIR/STUDY/claims.md,
+claims.csv and settings.csv, `tuning.claims`).
 `--epochs N` and `--limit N` shrink the budget (a smoke test of a study: with no --data, on the
 synthetic set).
 `python -m tuning.study list` shows the shipped studies and their commands; `python -m tuning.study
 publish OUT/STUDY --out DIR` copies a study's claims and comparisons without its run folders.
 
 A study file holds `project` and `seed_file` (which original project it reproduces), `base` (config
-keys every run shares), `budgets` (`quick` and `full`: epochs and data limit) and `series`, each
+keys every run shares), `budgets` (`quick`, `middle` and `full`: epochs and data limit), `assumed` (what
+the study sets where the project is silent, and why), `claims` (the project's conclusions as tests,
+`tuning.claims`) and `series`, each
 either `variants` (named config layers, e.g. a network with its own recipe) or a `grid` of exact
 values, and optionally `reported` (setting: the project's figure). A variant or grid value resolves
 over `base` like flags over a config file.
@@ -122,7 +125,7 @@ def run_study(study, *, out, budget="quick", repeats=1, overrides=None, only=Non
     if distributed.role() != "worker":  # the chief (or a single process) compares, once
         compare([out / s for s in names], out / "comparison")
         tracking.log_comparison(out / "comparison", **wandb_target)
-        write_claims(study, out)
+        write_claims(study, out, budget)
         print(f"study {study['name']}: comparisons in {out}/*/comparison and {out / 'comparison'}")
         return out
     return None
@@ -135,7 +138,8 @@ def publish(study_dir, out):
     if not (study_dir / "claims.csv").exists():
         raise FerError(f"{study_dir} holds no finished study (no claims.csv): run the study first")
     target = Path(out) / study_dir.name
-    files = [*study_dir.glob("claims.*"), *study_dir.glob("comparison/*.*"), *study_dir.glob("*/comparison/*.*")]
+    files = [*study_dir.glob("claims.*"), *study_dir.glob("settings.*"), *study_dir.glob("comparison/*.*"),
+             *study_dir.glob("*/comparison/*.*")]
     for path in files:
         if path.suffix in PUBLISHED:
             copy = target / path.relative_to(study_dir)
@@ -164,7 +168,7 @@ def main(argv=None):
     run = commands.add_parser("run", help="run (or resume) a study's series")
     run.add_argument("study", help="a study file, or the name of a shipped one")
     run.add_argument("--data", help="FER2013 CSV (default: $FER2013_CSV, else the synthetic set)")
-    run.add_argument("--budget", choices=BUDGETS, default="quick", help="epochs and data limit (default quick)")
+    run.add_argument("--budget", choices=BUDGETS, default="quick", help="epochs and data limit (default quick; middle: 20-40%% of the projects' epochs on all of Training)")
     run.add_argument("--repeats", type=int, default=1, help="seeds per variant: mean +- std in the comparison")
     run.add_argument("--out", default="studies", help="folder of studies (default: studies)")
     run.add_argument("--series", nargs="+", help="run only these series")

@@ -58,7 +58,7 @@ def attention_gates(model, images):
     if not gated:
         raise FerError(f"model {model.name} has no CBAM spatial-attention layer: --attention needs one "
                        "(cbam_cnn, p004_cbam_cnn)")
-    features = keras.Model(model.inputs, [layer.input for layer in gated])(np.asarray(images, np.float32))
+    features = keras.Model(model.inputs, [layer.input for layer in gated])([np.asarray(images, np.float32)])
     gates = {}
     for layer, x in zip(gated, features if len(gated) > 1 else [features]):
         gate = keras.ops.convert_to_numpy(keras.ops.cast(layer.gate(x), "float32"))[..., 0]
