@@ -133,7 +133,7 @@ def run_study(study, *, out, budget="quick", repeats=1, overrides=None, only=Non
 
 def publish(study_dir, out):
     """Copy a study's results without its run folders (claims, every comparison's tables and plots)
-    into out/STUDY, the shareable part (benchmarks/results/studies holds the measured ones)."""
+    into out/STUDY, the shareable part (benchmarks/results/studies/BUDGET holds the measured ones)."""
     study_dir = Path(study_dir)
     if not (study_dir / "claims.csv").exists():
         raise FerError(f"{study_dir} holds no finished study (no claims.csv): run the study first")
