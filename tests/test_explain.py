@@ -106,7 +106,11 @@ def test_attention_gates_are_the_maps_cbam_multiplies_by(name, sizes):
 
 
 def test_cli_draws_cbam_gates_beside_grad_cam(data_csv, tmp_path, capsys):
-    build_model("p004_cbam_cnn").save(tmp_path / "cbam.keras")
+    keras.config.set_dtype_policy("mixed_bfloat16")  # as studies train it on a bf16 CPU
+    try:
+        build_model("p004_cbam_cnn").save(tmp_path / "cbam.keras")
+    finally:
+        keras.config.set_dtype_policy("float32")
     out = tmp_path / "gates.png"
     assert main(["--model", str(tmp_path / "cbam.keras"), "--data", str(data_csv), "--n", "3", "--out", str(out),
                  "--attention"]) == 0

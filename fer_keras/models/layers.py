@@ -68,7 +68,9 @@ class SpatialAttention(keras.layers.Layer):
         pooled = ops.concatenate(
             [ops.mean(inputs, axis=-1, keepdims=True), ops.max(inputs, axis=-1, keepdims=True)], axis=-1
         )
-        return ops.sigmoid(ops.conv(pooled, self.kernel, padding="same") + self.bias)
+        # Called outside `call` (explain --attention), variables are not autocast to the policy's dtype.
+        kernel, bias = (ops.cast(w, pooled.dtype) for w in (self.kernel, self.bias))
+        return ops.sigmoid(ops.conv(pooled, kernel, padding="same") + bias)
 
     def call(self, inputs):
         return inputs * self.gate(inputs)
