@@ -210,7 +210,7 @@ def test_a_study_runs_every_series_compares_them_and_resumes(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_a_killed_study_reruns_no_finished_variant(tmp_path):
-    study = {**MINI, "budgets": {"quick": {"epochs": 3, "limit": 1500}, "full": {"epochs": 3}},
+    study = {**MINI, "budgets": {"quick": {"epochs": 3, "limit": 1500}, "middle": {"epochs": 3}, "full": {"epochs": 3}},
              "series": {"lr": {"grid": {"learning_rate": [1e-3, 2e-3, 3e-3]}}}}
     args = [sys.executable, "-m", "tuning.study", "run", str(write_study(tmp_path, study)), "--out",
             str(tmp_path / "out")]
