@@ -67,10 +67,8 @@ def series_claims(series_dir, reported):
         splits = {config["split"] for _, config in settings.get(setting, [])}
         row = {"series": Path(series_dir).name, "setting": setting, "reported": _figure(reported.get(setting)),
                "split": ", ".join(sorted(splits)), "runs": len(measured)}
-        for score in SCORES:
-            split = score.split("_")[0]
-            row[score] = _spread([m[split]["accuracy"] * 100 for m in measured if split in m])
-        row["gap"] = _spread([m["train_val_gap"] * 100 for m in measured if m.get("train_val_gap") is not None])
+        for column, metric in [*((score, score.split("_")[0]) for score in SCORES), ("gap", "gap")]:
+            row[column] = _spread([v for v in (metric_values(m, metric) for m in measured) if v is not None])
         row["minutes"] = round(sum(m.get("train_time", 0) for m in measured) / 60, 1) if measured else ""
         rows.append(row)
     return rows
@@ -114,7 +112,7 @@ def study_values(study_dir, names, metric):
         found = cache[series].get(setting, [])
         values[name] = [v for v in (metric_values(m, metric) for m, _ in found) if v is not None]
         stuck[name] = bool(found) and all(
-            m.get("train", {}).get("accuracy", 1) * 100 <= MAJORITY and m.get("val", {}).get("accuracy", 1) * 100 <= MAJORITY
+            (metric_values(m, "train") or 100) <= MAJORITY and (metric_values(m, "val") or 100) <= MAJORITY
             for m, _ in found)
     return values, stuck
 
@@ -124,11 +122,6 @@ def _noise(*samples):
     if any(len(s) < 2 for s in samples):
         return SINGLE_RUN_NOISE
     return max(2 * math.sqrt(sum(statistics.variance(s) / len(s) for s in samples)), 0.5)
-
-
-def _describe(name, values):
-    mean = statistics.fmean(values)
-    return f"{name} {mean:.2f}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
 
 
 def judge(claim, values, stuck):
@@ -144,7 +137,7 @@ def judge(claim, values, stuck):
     missing = [n for n in names if not values.get(n)]
     if missing:
         return "undecided", "", f"not run: {', '.join(missing)}"
-    measured = "; ".join(_describe(n, values[n]) for n in names)
+    measured = "; ".join(f"{n} {_spread(values[n])}" for n in names)
     seeds = min(len(values[n]) for n in names)
     if kind != "at_most" and claim.get("metric", "val") != "minutes" and any(stuck[n] for n in names):
         return "undecided", measured, f"{', '.join(n for n in names if stuck[n])} never left the majority class"
