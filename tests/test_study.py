@@ -5,6 +5,7 @@ workers."""
 import csv
 import itertools
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -94,6 +95,15 @@ def test_a_claim_is_decided_only_beyond_noise(claim, values, stuck, verdict, why
     assert got == verdict and why in said
 
 
+def test_a_published_table_without_settings_cannot_be_judged(tmp_path):
+    table = tmp_path / "lr" / "comparison" / "comparison.csv"
+    table.parent.mkdir(parents=True)
+    table.write_text("run,val_accuracy\ntrial_0000,0.5\n")
+    with pytest.raises(FerError, match=r"lr/comparison/comparison.csv has no setting column: compare"):
+        claims_lib.setting_runs(tmp_path / "lr")
+    assert claims_lib.setting_runs(tmp_path / "schedule") == {}
+
+
 def test_parameter_claims_are_decided_from_the_built_networks():
     verdict, measured, why = claims_lib.judge_params({"params": "simple_cnn", "per": "mlp", "stated": 0.1})
     assert verdict == "contradicted" and measured == "simple_cnn 1,207,303; mlp 1,345,287" and "ratio 0.897" in why
@@ -173,6 +183,7 @@ def test_a_study_runs_every_series_compares_them_and_resumes(tmp_path, capsys):
     arch = rows(out / "architecture" / "comparison" / "comparison.csv")
     assert sorted((r["variant"], r["seed"]) for r in arch) == [("simple", "0"), ("simple", "1"), ("tiny", "0"),
                                                                ("tiny", "1")]
+    assert all(r["setting"] == r["variant"] for r in arch)
     spread = rows(out / "architecture" / "comparison" / "comparison_over_seeds.csv")
     assert sorted(r["variant"] for r in spread) == ["simple", "tiny"] and {r["seeds"] for r in spread} == {"2"}
     assert len(rows(out / "lr" / "comparison" / "comparison.csv")) == 4
@@ -194,10 +205,18 @@ def test_a_study_runs_every_series_compares_them_and_resumes(tmp_path, capsys):
     assert verdicts["simple beats tiny"]["seeds"] == "2" and "architecture/simple" in verdicts["simple beats tiny"]["measured"]
     assert verdicts["tiny has 50k parameters"]["verdict"] == "contradicted"  # 64,679
     assert verdicts["cosine helps"]["why"] == "not run: schedule/cosine, schedule/constant"
-    assert study_lib.main(["publish", str(out), "--out", str(tmp_path / "shared")]) == 0
+    publish = ["publish", "--study", str(write_study(tmp_path)), "--out", str(tmp_path / "shared")]
+    assert study_lib.main([*publish[:1], str(out), *publish[1:]]) == 0
     shared = sorted(str(p.relative_to(tmp_path / "shared" / "mini")) for p in (tmp_path / "shared").rglob("*.*"))
     assert "claims.md" in shared and "architecture/comparison/curves.png" in shared
     assert all(p.split("/")[-1].rsplit(".")[-1] in ("md", "csv", "png") and "trial_" not in p for p in shared)
+    judged = rows(tmp_path / "shared" / "mini" / "claims.csv")  # from the published tables, as from the runs
+    assert [(r["verdict"], r["seeds"]) for r in judged] == [(r["verdict"], r["seeds"]) for r in verdicts.values()]
+    later = tmp_path / "later" / "mini"  # a later run of one series only: the published other one stays
+    shutil.copytree(out, later, ignore=shutil.ignore_patterns("architecture"))
+    assert study_lib.main([*publish[:1], str(later), *publish[1:]]) == 0
+    assert rows(tmp_path / "shared" / "mini" / "claims.csv") == judged
+    assert {r["series"] for r in rows(tmp_path / "shared" / "mini" / "settings.csv")} == {"architecture", "lr"}
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/trial_*/metrics.json")}
     assert len(stamps) == 8
     capsys.readouterr()

@@ -29,6 +29,7 @@ import pandas as pd
 from fer_keras.core import runs
 from fer_keras.core.io import atomic_path, write_text
 from fer_keras.core.tables import markdown_table
+from fer_keras.errors import FerError
 from fer_keras.evaluation.compare import setting_label
 
 SCORES = ("train_accuracy", "val_accuracy", "test_accuracy")
@@ -47,13 +48,34 @@ PARAMS_TOLERANCE = 0.05
 
 
 def setting_runs(series_dir):
-    """{setting: [(metrics, config)]} of the finished runs in one series folder (none yet: {})."""
+    """{setting: [(metrics, config)]} of the finished runs in one series folder (none yet: {}); a
+    published series, without its run folders, gives them from its comparison table."""
     settings = {}
     if not any(Path(series_dir).glob(f"*/{runs.METRICS_FILE}")):
-        return settings
+        return published_runs(series_dir)
     for run in runs.find_runs([series_dir]):
         label = setting_label(runs.searched_values(run))
         settings.setdefault(label, []).append((runs.read_metrics(run), runs.read_config(run)))
+    return settings
+
+
+def published_runs(series_dir):
+    """`setting_runs` read back from a series' comparison/comparison.csv (`tuning.study publish`): the
+    scores and minutes of each run; the split is not in the table."""
+    table = Path(series_dir) / "comparison" / "comparison.csv"
+    if not table.is_file():
+        return {}
+    frame = pd.read_csv(table, dtype={"setting": str})
+    if "setting" not in frame:
+        raise FerError(f"{table} has no setting column: compare the series' runs again to judge its claims")
+    settings = {}
+    for row in frame.to_dict("records"):
+        metrics = {split: {"accuracy": row[f"{split}_accuracy"], "macro_f1": row.get(f"{split}_macro_f1")}
+                   for split in ("train", "val", "test") if pd.notna(row.get(f"{split}_accuracy"))}
+        metrics["train_val_gap"] = row.get("gap") if pd.notna(row.get("gap")) else None
+        if pd.notna(row.get("minutes")):
+            metrics["train_time"] = row["minutes"] * 60
+        settings.setdefault(row["setting"], []).append((metrics, {"split": ""}))
     return settings
 
 
@@ -64,7 +86,7 @@ def series_claims(series_dir, reported):
     rows = []
     for setting in dict.fromkeys([*reported, *sorted(settings)]):
         measured = [metrics for metrics, _ in settings.get(setting, [])]
-        splits = {config["split"] for _, config in settings.get(setting, [])}
+        splits = {config["split"] for _, config in settings.get(setting, [])} - {""}
         row = {"series": Path(series_dir).name, "setting": setting, "reported": _figure(reported.get(setting)),
                "split": ", ".join(sorted(splits)), "runs": len(measured)}
         for column, metric in [*((score, score.split("_")[0]) for score in SCORES), ("gap", "gap")]:

@@ -8,7 +8,9 @@ claims.csv and settings.csv, `tuning.claims`).
 `--epochs N` and `--limit N` shrink the budget (a smoke test of a study: with no --data, on the
 synthetic set).
 `python -m tuning.study list` shows the shipped studies and their commands; `python -m tuning.study
-publish OUT/STUDY --out DIR` copies a study's claims and comparisons without its run folders.
+publish OUT/STUDY --out DIR` copies a study's comparisons without its run folders into DIR/STUDY, keeps
+the series published there before and judges the claims over all of them; `python -m tuning.study
+claims DIR --budget B` judges them again in place.
 
 A study file holds `project` and `seed_file` (which original project it reproduces), `base` (config
 keys every run shares), `budgets` (`quick`, `middle` and `full`: epochs and data limit), `assumed` (what
@@ -20,6 +22,7 @@ over `base` like flags over a config file.
 """
 
 import itertools
+import json
 import math
 import re
 import shutil
@@ -125,29 +128,43 @@ def run_study(study, *, out, budget="quick", repeats=1, overrides=None, only=Non
     if distributed.role() != "worker":  # the chief (or a single process) compares, once
         compare([out / s for s in names], out / "comparison")
         tracking.log_comparison(out / "comparison", **wandb_target)
-        write_claims(study, out, budget)
+        judge(study, out, budget)
         print(f"study {study['name']}: comparisons in {out}/*/comparison and {out / 'comparison'}")
         return out
     return None
 
 
-def publish(study_dir, out):
+def publish(study_dir, out, study=None):
     """Copy a study's results without its run folders (claims, every comparison's tables and plots)
-    into out/STUDY, the shareable part (benchmarks/results/studies/BUDGET holds the measured ones)."""
+    into out/STUDY, the shareable part (benchmarks/results/studies/BUDGET holds the measured ones).
+    Series published before and not run again stay; the claims are judged again over all of them
+    (`study`: the study file, by default the shipped one named like the folder)."""
     study_dir = Path(study_dir)
     if not (study_dir / "claims.csv").exists():
         raise FerError(f"{study_dir} holds no finished study (no claims.csv): run the study first")
+    spec = load_study(study or study_dir.name)
     target = Path(out) / study_dir.name
-    files = [*study_dir.glob("claims.*"), *study_dir.glob("settings.*"), *study_dir.glob("comparison/*.*"),
-             *study_dir.glob("*/comparison/*.*")]
+    budgets = {json.loads(path.read_text()).get("budget") for path in study_dir.glob("*/space.json")}
+    if len(budgets) != 1:
+        raise FerError(f"{study_dir}: its series ran at budgets {', '.join(map(str, sorted(budgets, key=str)))}; "
+                       "publish one budget at a time")
+    files = [*study_dir.glob("comparison/*.*"), *study_dir.glob("*/comparison/*.*")]
     for path in files:
         if path.suffix in PUBLISHED:
             copy = target / path.relative_to(study_dir)
             copy.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(copy) as tmp:
                 shutil.copyfile(path, tmp)
+    judge(spec, target, budgets.pop())
     print(f"study {study_dir.name}: results in {target}")
     return target
+
+
+def judge(study, study_dir, budget):
+    """Write the claims of `study` over the series in `study_dir` (run folders or published tables)."""
+    claims = write_claims(study, study_dir, budget)
+    decided = sum(row["verdict"] != "undecided" for row in claims)
+    print(f"study {study['name']}: {decided} of {len(claims)} claims decided, in {Path(study_dir) / 'claims.md'}")
 
 
 def _first_lines(path):
@@ -178,9 +195,18 @@ def main(argv=None):
     share = commands.add_parser("publish", help="copy a study's claims and comparisons, without its runs")
     share.add_argument("study_dir", help="a study's results folder (OUT/STUDY of `run`)")
     share.add_argument("--out", required=True, help="folder to copy into (as OUT/STUDY)")
+    share.add_argument("--study", help="the study file (default: the shipped study named like the folder)")
+    again = commands.add_parser("claims", help="judge a study's claims again (e.g. a published one, after "
+                                "editing its claims)")
+    again.add_argument("study_dir", help="a study's results folder, with run folders or published tables")
+    again.add_argument("--budget", choices=BUDGETS, required=True, help="the budget its runs had")
+    again.add_argument("--study", help="the study file (default: the shipped study named like the folder)")
     args = parser.parse_args(argv)
     if args.command == "publish":
-        publish(args.study_dir, args.out)
+        publish(args.study_dir, args.out, args.study)
+        return 0
+    if args.command == "claims":
+        judge(load_study(args.study or Path(args.study_dir).name), args.study_dir, args.budget)
         return 0
     if args.command == "list":
         for path in list_studies():

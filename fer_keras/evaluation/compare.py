@@ -3,7 +3,9 @@
 `python -m fer_keras.evaluation.compare RUN_OR_FOLDER ... --out DIR` takes run folders, or folders holding them
 at any depth (a study, a search), and writes DIR/comparison.md, comparison.csv, curves.png and
 per_class.png. Columns: the run, model, parameters, MACs, epochs, best epoch, train/val/test
-accuracy and macro F1, train-val gap, minutes, and every setting that differs between the runs.
+accuracy and macro F1, train-val gap, minutes, and every setting that differs between the runs (runs
+of a search or study also get their `setting`, the values it gave them; `tuning.claims` judges
+published studies by it).
 """
 
 import json
@@ -63,7 +65,8 @@ def comparison_table(runs):
     varying = [k for k in keys if len({str(cfg.get(k)) for _, cfg in records}) > 1]
     rows = []
     for run, (metrics, cfg) in zip(runs, records):
-        row = {"run": _label(run, runs), "model": metrics.get("model"), "params": metrics.get("params"),
+        row = {"run": _label(run, runs), "setting": setting_label(run_folder.searched_values(run)),
+               "model": metrics.get("model"), "params": metrics.get("params"),
                "macs": metrics.get("macs"), "epochs": metrics.get("epochs"), "best_epoch": metrics.get("best_epoch")}
         for split in ("train", "val", "test"):
             section = metrics.get(split, {})
@@ -73,7 +76,8 @@ def comparison_table(runs):
         row["minutes"] = metrics["train_time"] / 60 if "train_time" in metrics else None
         row.update({k: cfg.get(k) for k in varying if k not in row})  # model, epochs: as run
         rows.append(row)
-    return pd.DataFrame(rows).dropna(axis=1, how="all")
+    table = pd.DataFrame(rows).dropna(axis=1, how="all")
+    return table if (table["setting"] != "-").any() else table.drop(columns="setting")
 
 
 def over_seeds(table):
