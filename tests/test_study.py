@@ -209,6 +209,7 @@ def test_a_study_runs_every_series_compares_them_and_resumes(tmp_path, capsys):
     assert study_lib.main([*publish[:1], str(out), *publish[1:]]) == 0
     shared = sorted(str(p.relative_to(tmp_path / "shared" / "mini")) for p in (tmp_path / "shared").rglob("*.*"))
     assert "claims.md" in shared and "architecture/comparison/curves.png" in shared
+    assert not any(p.startswith("comparison/") for p in shared)  # settings.csv is the study's table
     assert all(p.split("/")[-1].rsplit(".")[-1] in ("md", "csv", "png") and "trial_" not in p for p in shared)
     judged = rows(tmp_path / "shared" / "mini" / "claims.csv")  # from the published tables, as from the runs
     assert [(r["verdict"], r["seeds"]) for r in judged] == [(r["verdict"], r["seeds"]) for r in verdicts.values()]

@@ -126,7 +126,7 @@ def run_study(study, *, out, budget="quick", repeats=1, overrides=None, only=Non
         compare([out / series], out / series / "comparison")
         tracking.log_comparison(out / series / "comparison", series=series, **wandb_target)
     if distributed.role() != "worker":  # the chief (or a single process) compares, once
-        compare([out / s for s in names], out / "comparison")
+        compare([out / s for s in study["series"] if (out / s).is_dir()], out / "comparison")
         tracking.log_comparison(out / "comparison", **wandb_target)
         judge(study, out, budget)
         print(f"study {study['name']}: comparisons in {out}/*/comparison and {out / 'comparison'}")
@@ -135,10 +135,11 @@ def run_study(study, *, out, budget="quick", repeats=1, overrides=None, only=Non
 
 
 def publish(study_dir, out, study=None):
-    """Copy a study's results without its run folders (claims, every comparison's tables and plots)
+    """Copy a study's results without its run folders (claims, each series' comparison tables and plots)
     into out/STUDY, the shareable part (benchmarks/results/studies/BUDGET holds the measured ones).
-    Series published before and not run again stay; the claims are judged again over all of them
-    (`study`: the study file, by default the shipped one named like the folder)."""
+    Series published before and not run again stay; the claims and settings tables are judged again
+    over all of them, and stand for the study (`study`: the study file, by default the shipped one
+    named like the folder)."""
     study_dir = Path(study_dir)
     if not (study_dir / "claims.csv").exists():
         raise FerError(f"{study_dir} holds no finished study (no claims.csv): run the study first")
@@ -148,8 +149,8 @@ def publish(study_dir, out, study=None):
     if len(budgets) != 1:
         raise FerError(f"{study_dir}: its series ran at budgets {', '.join(map(str, sorted(budgets, key=str)))}; "
                        "publish one budget at a time")
-    files = [*study_dir.glob("comparison/*.*"), *study_dir.glob("*/comparison/*.*")]
-    for path in files:
+    shutil.rmtree(target / "comparison", ignore_errors=True)  # all runs of one day: stale beside merged series
+    for path in study_dir.glob("*/comparison/*.*"):
         if path.suffix in PUBLISHED:
             copy = target / path.relative_to(study_dir)
             copy.parent.mkdir(parents=True, exist_ok=True)
