@@ -215,7 +215,9 @@ def test_a_study_runs_every_series_compares_them_and_resumes(tmp_path, capsys):
     assert [(r["verdict"], r["seeds"]) for r in judged] == [(r["verdict"], r["seeds"]) for r in verdicts.values()]
     later = tmp_path / "later" / "mini"  # a later run of one series only: the published other one stays
     shutil.copytree(out, later, ignore=shutil.ignore_patterns("architecture"))
+    (later / "lr" / "comparison" / "comparison_over_seeds.csv").unlink()  # as a one-seed run of lr writes none
     assert study_lib.main([*publish[:1], str(later), *publish[1:]]) == 0
+    assert not (tmp_path / "shared" / "mini" / "lr" / "comparison" / "comparison_over_seeds.csv").exists()
     assert rows(tmp_path / "shared" / "mini" / "claims.csv") == judged
     assert {r["series"] for r in rows(tmp_path / "shared" / "mini" / "settings.csv")} == {"architecture", "lr"}
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/trial_*/metrics.json")}

@@ -150,12 +150,15 @@ def publish(study_dir, out, study=None):
         raise FerError(f"{study_dir}: its series ran at budgets {', '.join(map(str, sorted(budgets, key=str)))}; "
                        "publish one budget at a time")
     shutil.rmtree(target / "comparison", ignore_errors=True)  # all runs of one day: stale beside merged series
-    for path in study_dir.glob("*/comparison/*.*"):
-        if path.suffix in PUBLISHED:
-            copy = target / path.relative_to(study_dir)
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(copy) as tmp:
+    for folder in study_dir.glob("*/comparison"):
+        published = target / folder.relative_to(study_dir)
+        files = {path.name: path for path in folder.glob("*.*") if path.suffix in PUBLISHED}
+        for name, path in files.items():
+            with atomic_path(published / name) as tmp:
                 shutil.copyfile(path, tmp)
+        for old in published.glob("*.*"):  # a series published again replaces its whole table
+            if old.name not in files:
+                old.unlink()
     judge(spec, target, budgets.pop())
     print(f"study {study_dir.name}: results in {target}")
     return target
