@@ -130,10 +130,11 @@ PROJECT_TRAINABLE = {
     + (9 * 64 * 128 + 9 * 128 * 128 + 64 * 128 + 3 * 2 * 128) + 2 * (9 * 128 * 128 + 2 * 128)
     + (9 * 128 * 256 + 9 * 256 * 256 + 128 * 256 + 3 * 2 * 256) + 2 * (9 * 256 * 256 + 2 * 256)
     + (256 * 7 + 7),
-    # Project 001: its hybrid CNN's blocks (Conv-BN-ReLU-MaxPool-Dropout2d(0.25), dropout 0.5 in the head);
-    # it gives no widths or dense sizes (these are ours), and base, deep and dropout only in words.
-    "hybrid_cnn": (9 * 32 + 2 * 32) + (9 * 32 * 64 + 2 * 64) + (9 * 64 * 128 + 2 * 128) + (6 * 6 * 128 * 256 + 256)
-    + (256 * 128 + 128) + (128 * 7 + 7),
+    # Project 001: its hybrid CNN's blocks (Conv-BN-ReLU-MaxPool-Dropout2d(0.25); BN, ReLU and dropout 0.5 in
+    # the head too, as "each block is followed by"); it gives no widths or dense sizes (these are ours), and
+    # base, deep and dropout only in words.
+    "hybrid_cnn": (9 * 32 + 2 * 32) + (9 * 32 * 64 + 2 * 64) + (9 * 64 * 128 + 2 * 128) + (6 * 6 * 128 * 256 + 2 * 256)
+    + (256 * 128 + 2 * 128) + (128 * 7 + 7),
     "p001_base_cnn": (9 * 32 + 32) + (9 * 32 * 64 + 64) + (9 * 64 * 128 + 128) + (6 * 6 * 128 * 256 + 256)
     + (256 * 7 + 7),
     "p001_deep_cnn": (9 * 64 + 9 * 64 * 64 + 9 * 64 * 128 + 9 * 128 * 128 + 9 * 128 * 256 + 9 * 256 * 256)

@@ -211,11 +211,15 @@ def p001_dropout_cnn(*, widths=(64, 128, 256), spatial_dropout=0.25, dense_units
 
 @register_model
 def hybrid_cnn(*, widths=(32, 64, 128), spatial_dropout=0.25, dense_units=(256, 128), dropout=0.5,
-               l2=0.0):
-    """Three Conv-BN-ReLU-MaxPool-SpatialDropout(0.25) blocks, dense 256-128 with dropout 0.5."""
+               dense_batch_norm=True, l2=0.0):
+    """Three Conv-BN-ReLU-MaxPool-SpatialDropout(0.25) blocks, dense 256-128 with BN and dropout 0.5.
+
+    Project 001: "each block is followed by BatchNorm, ReLU and Dropout". Without BN in the dense head
+    its dense ReLUs die under Adam 1e-3 and it stays at the majority class.
+    """
     return _plain_cnn(
         "hybrid_cnn", widths=widths, batch_norm=True, spatial_dropout=spatial_dropout, dense_units=dense_units,
-        dropout=dropout, l2=l2,
+        dropout=dropout, dense_batch_norm=dense_batch_norm, l2=l2,
     )
 
 
