@@ -215,7 +215,7 @@ def hybrid_cnn(*, widths=(32, 64, 128), spatial_dropout=0.25, dense_units=(256, 
     """Three Conv-BN-ReLU-MaxPool-SpatialDropout(0.25) blocks, dense 256-128 with BN and dropout 0.5.
 
     Project 001: "each block is followed by BatchNorm, ReLU and Dropout". Without BN in the dense head
-    its dense ReLUs die under Adam 1e-3 and it stays at the majority class.
+    it stayed at the majority class under Adam 1e-3 on full FER2013 (24.9% validation after 3 epochs).
     """
     return _plain_cnn(
         "hybrid_cnn", widths=widths, batch_norm=True, spatial_dropout=spatial_dropout, dense_units=dense_units,
