@@ -95,6 +95,20 @@ def test_a_claim_is_decided_only_beyond_noise(claim, values, stuck, verdict, why
     assert got == verdict and why in said
 
 
+@pytest.mark.parametrize("budget, rising, values, marked", [
+    ("middle", {"a/x": True, "a/y": False}, {"a/x": [60.0], "a/y": [55.0]}, "provisional: a/x still improving"),
+    ("middle", {"a/x": False, "a/y": False}, {"a/x": [60.0], "a/y": [55.0]}, None),
+    ("full", {"a/x": True, "a/y": True}, {"a/x": [60.0], "a/y": [55.0]}, None),
+    ("middle", {"a/x": True, "a/y": True}, {"a/x": [56.0], "a/y": [55.0]}, None),  # undecided anyway
+])
+def test_a_decision_short_of_the_full_budget_is_provisional_while_a_side_still_improves(budget, rising, values,
+                                                                                         marked):
+    claim = {"higher": "a/x", "than": "a/y", "budget": budget}
+    verdict, _, why = claims_lib.judge(claim, values, dict.fromkeys(values, False), rising)
+    assert (verdict == "undecided") == (values["a/x"] == [56.0])
+    assert (marked in why) if marked else "provisional" not in why
+
+
 def test_a_published_table_without_settings_cannot_be_judged(tmp_path):
     table = tmp_path / "lr" / "comparison" / "comparison.csv"
     table.parent.mkdir(parents=True)
@@ -212,7 +226,8 @@ def test_a_study_runs_every_series_compares_them_and_resumes(tmp_path, capsys):
     assert not any(p.startswith("comparison/") for p in shared)  # settings.csv is the study's table
     assert all(p.split("/")[-1].rsplit(".")[-1] in ("md", "csv", "png") and "trial_" not in p for p in shared)
     judged = rows(tmp_path / "shared" / "mini" / "claims.csv")  # from the published tables, as from the runs
-    assert [(r["verdict"], r["seeds"]) for r in judged] == [(r["verdict"], r["seeds"]) for r in verdicts.values()]
+    assert [(r["verdict"], r["seeds"], r["why"]) for r in judged] == [
+        (r["verdict"], r["seeds"], r["why"]) for r in verdicts.values()]
     later = tmp_path / "later" / "mini"  # a later run of one series only: the published other one stays
     shutil.copytree(out, later, ignore=shutil.ignore_patterns("architecture"))
     (later / "lr" / "comparison" / "comparison_over_seeds.csv").unlink()  # as a one-seed run of lr writes none

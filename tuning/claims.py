@@ -17,7 +17,9 @@ The file's `claims` list states what the project concluded, each as one test on 
 points), f1 (validation macro F1 x 100) or minutes (training time). Noise is twice the standard error of the difference of means
 with two or more seeds a side, and SINGLE_RUN_NOISE with one. A difference within noise is decided
 only with at least MIN_SEEDS seeds a side (`not_higher` then holds); a run that never left the
-majority class decides nothing but a claim that it fails (`at_most`).
+majority class decides nothing but a claim that it fails (`at_most`). A decision at a budget short
+of the full one is marked provisional where a side's runs all had their best epoch last (still
+improving when the budget ran out).
 """
 
 import math
@@ -61,7 +63,7 @@ def setting_runs(series_dir):
 
 def published_runs(series_dir):
     """`setting_runs` read back from a series' comparison/comparison.csv (`tuning.study publish`): the
-    scores and minutes of each run; the split is not in the table."""
+    scores, minutes and epochs of each run; the split is not in the table."""
     table = Path(series_dir) / "comparison" / "comparison.csv"
     if not table.is_file():
         return {}
@@ -75,6 +77,7 @@ def published_runs(series_dir):
         metrics["train_val_gap"] = row.get("gap") if pd.notna(row.get("gap")) else None
         if pd.notna(row.get("minutes")):
             metrics["train_time"] = row["minutes"] * 60
+        metrics.update({key: int(row[key]) for key in ("epochs", "best_epoch") if pd.notna(row.get(key))})
         settings.setdefault(row["setting"], []).append((metrics, {"split": ""}))
     return settings
 
@@ -123,9 +126,10 @@ def metric_values(metrics, metric):
 
 
 def study_values(study_dir, names, metric):
-    """{"series/setting": [values per seed]} for `names`, and {"series/setting": stuck} (never left the
-    majority class: train and validation accuracy both at most MAJORITY)."""
-    values, stuck, cache = {}, {}, {}
+    """{"series/setting": [values per seed]} for `names`, {"series/setting": stuck} (never left the
+    majority class: train and validation accuracy both at most MAJORITY) and {"series/setting": rising}
+    (every run's best epoch was its last)."""
+    values, stuck, rising, cache = {}, {}, {}, {}
     for name in names:
         series, _, setting = name.partition("/")
         if series not in cache:
@@ -136,7 +140,9 @@ def study_values(study_dir, names, metric):
         stuck[name] = bool(found) and all(
             (metric_values(m, "train") or 100) <= MAJORITY and (metric_values(m, "val") or 100) <= MAJORITY
             for m, _ in found)
-    return values, stuck
+        rising[name] = bool(found) and all(
+            m.get("best_epoch") is not None and m.get("best_epoch") == m.get("epochs") for m, _ in found)
+    return values, stuck, rising
 
 
 def _noise(*samples):
@@ -146,8 +152,19 @@ def _noise(*samples):
     return max(2 * math.sqrt(sum(statistics.variance(s) / len(s) for s in samples)), 0.5)
 
 
-def judge(claim, values, stuck):
-    """(verdict, measured, why) of one claim given `values` {"series/setting": [per seed]} and `stuck`."""
+def judge(claim, values, stuck, rising=None):
+    """(verdict, measured, why) of one claim given `values` {"series/setting": [per seed]}, `stuck` and
+    `rising`."""
+    verdict, measured, why = _decide(claim, values, stuck)
+    late = [name for name, still in (rising or {}).items() if still]
+    if (verdict != "undecided" and late and claim.get("budget") not in (None, "full")
+            and claim.get("metric") != "minutes"):
+        why += f"; provisional: {', '.join(late)} still improving at the last epoch"
+    return verdict, measured, why
+
+
+def _decide(claim, values, stuck):
+    """`judge` without the provisional mark."""
     kind = next(k for k in KINDS if k in claim)
     unit = "min" if claim.get("metric") == "minutes" else "points"
     if kind in ("higher", "lower", "not_higher"):
@@ -222,8 +239,8 @@ def judge_claims(study, study_dir, budget=None):
             seeds = ""
         else:
             names = [claim[k] for k in ("higher", "lower", "not_higher", "than", "of") if k in claim]
-            values, stuck = study_values(study_dir, names, claim.get("metric", "val"))
-            verdict, measured, why = judge({**claim, "budget": budget}, values, stuck)
+            values, stuck, rising = study_values(study_dir, names, claim.get("metric", "val"))
+            verdict, measured, why = judge({**claim, "budget": budget}, values, stuck, rising)
             seeds = min(len(values[n]) for n in names)
         rows.append({"claim": claim["claim"], "verdict": verdict, "measured": measured, "why": why, "seeds": seeds})
     return rows
