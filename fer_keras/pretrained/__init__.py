@@ -11,7 +11,7 @@ from pathlib import Path
 from fer_keras.errors import FerError
 
 HERE = Path(__file__).resolve().parent
-DEFAULT = "fer_cnn_d45"  # the best single network shipped
+DEFAULT = "fer_cnn_d45_s5"  # the best single network shipped
 
 
 def cards():
