@@ -157,10 +157,14 @@ def judge(claim, values, stuck, rising=None):
     `rising`."""
     verdict, measured, why = _decide(claim, values, stuck)
     late = [name for name, still in (rising or {}).items() if still]
-    if (verdict != "undecided" and late and claim.get("budget") not in (None, "full")
-            and claim.get("metric") != "minutes"):
+    if verdict != "undecided" and late and _short_budget(claim) and claim.get("metric") != "minutes":
         why += f"; provisional: {', '.join(late)} still improving at the last epoch"
     return verdict, measured, why
+
+
+def _short_budget(claim):
+    """Whether the claim is judged on runs shorter than the project's (a budget other than full)."""
+    return claim.get("budget") not in (None, "full")
 
 
 def _decide(claim, values, stuck):
@@ -203,9 +207,8 @@ def _decide(claim, values, stuck):
     elif kind == "at_least":
         verdict = "supported" if mean >= target else "contradicted" if mean < target - noise else "undecided"
     else:  # near: a level the project reached after training longer than a short budget may
-        short = claim.get("budget") not in (None, "full")
-        verdict = ("supported" if abs(mean - target) <= noise else "contradicted" if mean > target or not short
-                   else "undecided")
+        verdict = ("supported" if abs(mean - target) <= noise
+                   else "contradicted" if mean > target or not _short_budget(claim) else "undecided")
         if verdict == "undecided":
             said += f": below it at the {claim['budget']} budget; longer training may reach it"
     return verdict, measured, said
