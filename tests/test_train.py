@@ -186,6 +186,20 @@ def test_training_options_change_what_is_trained(tmp_path):
     assert labels.numpy().max(axis=1).mean() < 0.9 and labels.numpy().sum(axis=1) == pytest.approx(1.0)
 
 
+@pytest.mark.slow
+def test_a_seed_reproduces_its_run(tmp_path):
+    """Two fresh runs of one config (balanced sampling, on-device augmentation) write the same history, so a
+    study's spread over seeds is the seeds' alone; another seed gives another run."""
+    def history(name, seed):
+        cfg = quick_cfg(tmp_path / name, epochs=2, sampling="balanced", augment="strong", seed=seed)
+        train(cfg, verbose=0)
+        return [{k: v for k, v in row.items() if k != "epoch_time"} for row in read_history(Path(cfg["out"]))[1]]
+
+    first = history("first", 0)
+    assert history("again", 0) == first
+    assert history("other", 1) != first
+
+
 def test_weight_averaging_validates_and_saves_the_averaged_weights(tmp_path):
     cfg = quick_cfg(tmp_path, epochs=2, ema=0.9, learning_rate=0.01)
     train(cfg, verbose=0)

@@ -60,6 +60,14 @@ class FerHyperModel(kt.HyperModel):
 DATA_KEYS = ("data", "limit", "val_fraction", "split", "folds", "fold", "seed", "overfit_check")
 
 
+def save_state_atomically(obj, fname):
+    """KerasTuner's `Stateful.save`, written atomically: a study killed while the tuner or oracle wrote its
+    JSON left it truncated, and the resumed study failed to read it."""
+    text = json.dumps(obj.get_state())
+    write_text(fname, text)
+    return text
+
+
 class TrialRunner:
     """What every search algorithm adds to KerasTuner's trials (mixed in before the kt class).
 
@@ -70,6 +78,11 @@ class TrialRunner:
 
     wandb_group = None  # the trials' W&B group; None: the search name (a study sets study/series)
     _unanswered = 0  # trial requests since the last trial began
+
+    def save(self):
+        if not self._is_worker():
+            self.oracle.save()
+        save_state_atomically(self, self._get_tuner_fname())
 
     def pre_create_trial(self):
         """Pause before asking again when the oracle answered the last request with no trial yet (a
@@ -161,6 +174,9 @@ class ResumableGridOracle(kt.oracles.GridSearchOracle):
     tried in memory only, so a resumed grid failed (KeyError) going on from an earlier trial. Reload
     rebuilds that order from the trials on disk and lets every trial propose its successor again
     (combinations already tried are skipped, as in an uninterrupted search)."""
+
+    def save(self):
+        save_state_atomically(self, self._get_oracle_fname())
 
     def reload(self):
         super().reload()
