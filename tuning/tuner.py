@@ -19,7 +19,7 @@ from fer_keras.training import parts
 from fer_keras.errors import DivergedError
 from fer_keras.core.io import write_json, write_text
 from fer_keras.core import runs
-from fer_keras.core.private_api import TunerCallback
+from fer_keras.core.private_api import TunerCallback, kt_stateful
 from fer_keras.modelio.saving import load_keras_model
 
 # kt.Objective with explicit directions: a bare "val_f1_score" would be minimised.
@@ -60,10 +60,10 @@ class FerHyperModel(kt.HyperModel):
 DATA_KEYS = ("data", "limit", "val_fraction", "split", "folds", "fold", "seed", "overfit_check")
 
 
-def save_state_atomically(obj, fname):
-    """KerasTuner's `Stateful.save`, written atomically: a study killed while the tuner or oracle wrote its
-    JSON left it truncated, and the resumed study failed to read it."""
-    text = json.dumps(obj.get_state())
+def save_state_atomically(self, fname):
+    """KerasTuner's `Stateful.save` (tuner, oracle and trial JSON), written atomically; `make_tuner` installs it.
+    KerasTuner writes in place, so a study killed mid-write left a truncated file its resume could not read."""
+    text = json.dumps(self.get_state())
     write_text(fname, text)
     return text
 
@@ -78,11 +78,6 @@ class TrialRunner:
 
     wandb_group = None  # the trials' W&B group; None: the search name (a study sets study/series)
     _unanswered = 0  # trial requests since the last trial began
-
-    def save(self):
-        if not self._is_worker():
-            self.oracle.save()
-        save_state_atomically(self, self._get_tuner_fname())
 
     def pre_create_trial(self):
         """Pause before asking again when the oracle answered the last request with no trial yet (a
@@ -175,9 +170,6 @@ class ResumableGridOracle(kt.oracles.GridSearchOracle):
     rebuilds that order from the trials on disk and lets every trial propose its successor again
     (combinations already tried are skipped, as in an uninterrupted search)."""
 
-    def save(self):
-        save_state_atomically(self, self._get_oracle_fname())
-
     def reload(self):
         super().reload()
         by_values = functools.cmp_to_key(
@@ -205,6 +197,7 @@ def make_tuner(kind, hypermodel, *, directory, name, objective="val_accuracy", f
 
     `strategy`: a `tf.distribute.Strategy` each trial trains under (None: the default).
     """
+    kt_stateful.save = save_state_atomically
     common = {
         "hypermodel": hypermodel,
         "objective": OBJECTIVES[objective],

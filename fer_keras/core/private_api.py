@@ -2,8 +2,9 @@
 
 No public API does these jobs: `training.multi_worker` patches Keras' TensorFlow trainer (a fit bug
 under MultiWorkerMirroredStrategy), `tuning.tuner` reports epochs to KerasTuner with its own
-callback, and `tuning.distributed` serves KerasTuner's oracle over gRPC. tests/test_layout.py fails
-when the pinned versions (requirements.txt) stop providing what is used of them.
+callback and writes its JSON state atomically, and `tuning.distributed` serves KerasTuner's oracle
+over gRPC. tests/test_layout.py fails when the pinned versions (requirements.txt) stop providing
+what is used of them.
 """
 
 import importlib
@@ -13,6 +14,7 @@ PRIVATE = {
     "keras_tf_trainer": ("keras.src.backend.tensorflow.trainer", None,
                          ("TensorFlowTrainer", "reduce_per_replica", "_collective_all_reduce_multi_worker")),
     "TunerCallback": ("keras_tuner.src.engine.tuner_utils", "TunerCallback", ()),
+    "kt_stateful": ("keras_tuner.src.engine.stateful", "Stateful", ("save", "get_state")),
     "kt_protos": ("keras_tuner.src.protos", None, ("get_service_grpc",)),
     "kt_oracle_chief": ("keras_tuner.src.distribute.oracle_chief", None, ("OracleServicer", "exit_chief")),
 }
