@@ -78,6 +78,12 @@ def _verdict(claim, values, stuck=()):
     ({"higher": "a/x", "than": "a/y"}, {"a/x": [56, 54, 58], "a/y": [55, 57, 53]}, (), "undecided", "within noise"),
     ({"not_higher": "a/x", "than": "a/y"}, {"a/x": [56, 54, 58], "a/y": [55, 57, 53]}, (), "supported",
      "within noise"),
+    ({"higher": "a/x", "than": "a/y", "reported_difference": 8.0}, {"a/x": [56, 54, 58], "a/y": [55, 57, 53]}, (),
+     "contradicted", "within noise, 7.00 short of the project's +8.00"),
+    ({"higher": "a/x", "than": "a/y", "reported_difference": 3.0}, {"a/x": [56, 54, 58], "a/y": [55, 57, 53]}, (),
+     "undecided", "within noise"),
+    ({"higher": "a/x", "than": "a/y", "reported_difference": 8.0}, {"a/x": [56.0], "a/y": [55.0]}, (), "undecided",
+     "needs 3 seeds"),
     ({"not_higher": "a/x", "than": "a/y"}, {"a/x": [60.0], "a/y": [55.0]}, (), "contradicted", "+5.00"),
     ({"lower": "a/x", "than": "a/y", "metric": "gap"}, {"a/x": [3.0], "a/y": [9.0]}, (), "supported", "-6.00"),
     ({"higher": "a/x", "than": "a/y"}, {"a/x": [60.0], "a/y": [25.0]}, ("a/y",), "undecided",
@@ -119,6 +125,16 @@ def test_a_published_table_without_settings_cannot_be_judged(tmp_path):
     assert claims_lib.setting_runs(tmp_path / "schedule") == {}
 
 
+def test_a_claims_reported_margin_is_read_from_both_sides_reported_figures():
+    study = {"series": {"lr": {"reported": {0.01: 58.0, 0.001: 55.5, 0.1: "diverged"}}}}
+    margin = claims_lib.reported_difference
+    assert margin(study, {"higher": "lr/0.01", "than": "lr/0.001"}) == pytest.approx(2.5)
+    assert margin(study, {"lower": "lr/0.01", "than": "lr/0.001"}) == pytest.approx(-2.5)
+    assert margin(study, {"higher": "lr/0.01", "than": "lr/0.1"}) is None  # words, not a figure
+    assert margin(study, {"higher": "lr/0.01", "than": "lr/0.001", "metric": "gap"}) is None
+    assert margin(study, {"not_higher": "lr/0.01", "than": "lr/0.001"}) is None
+
+
 def test_parameter_claims_are_decided_from_the_built_networks():
     verdict, measured, why = claims_lib.judge_params({"params": "simple_cnn", "per": "mlp", "stated": 0.1})
     assert verdict == "contradicted" and measured == "simple_cnn 1,207,303; mlp 1,345,287" and "ratio 0.897" in why
@@ -136,6 +152,10 @@ def test_variants_resolve_over_the_study_base_each_with_its_own_settings(tmp_pat
     # A variant switching the network starts from that network's defaults, with its own settings.
     assert (simple["model"], simple["model_args"], simple["learning_rate"]) == ("simple_cnn", {}, 3e-3)
     assert tiny["limit"] == simple["limit"] == 300 and simple["batch_size"] == 32  # budget and base for all
+    alone = {**study, "series": {"one": {"variants": {"tiny": study["series"]["architecture"]["variants"]["tiny"]}}}}
+    space = study_lib.series_space(alone, "one", "quick", repeats=1, overrides={})
+    assert space.dims["variant"].args["values"] == ["tiny"]  # a lone variant names its runs' setting, not "-"
+    assert study_lib.series_settings(alone["series"]["one"]) == ["tiny"]
 
 
 def test_the_five_projects_each_have_a_study_listed_with_its_command(capsys):
@@ -202,6 +222,17 @@ def test_a_study_runs_every_series_compares_them_and_resumes(tmp_path, capsys):
     spread = rows(out / "architecture" / "comparison" / "comparison_over_seeds.csv")
     assert sorted(r["variant"] for r in spread) == ["simple", "tiny"] and {r["seeds"] for r in spread} == {"2"}
     assert len(rows(out / "lr" / "comparison" / "comparison.csv")) == 4
+    for trial in (out / "lr").glob("trial_*"):  # lr 0.001 is architecture/tiny: trained once, reused
+        record = json.loads((trial / TRIAL_FILE).read_text())
+        if record["values"]["learning_rate"] == 1e-3:
+            source = Path(record["reused_from"])
+            assert json.loads((source / TRIAL_FILE).read_text())["values"] == {"variant": "tiny",
+                                                                               "seed": record["values"]["seed"]}
+            assert (trial / "history.csv").read_text() == (source / "history.csv").read_text()
+            assert (trial / "metrics.json").read_text() == (source / "metrics.json").read_text()
+        else:
+            assert "reused_from" not in record
+    assert capsys.readouterr().out.count("its run is reused, not trained again") == 2
     assert len(rows(out / "comparison" / "comparison.csv")) == 8  # every run of the study
     for name in ("curves.png", "per_class.png"):
         assert (out / "comparison" / name).stat().st_size > 1000
@@ -236,6 +267,17 @@ def test_a_study_runs_every_series_compares_them_and_resumes(tmp_path, capsys):
     assert not (tmp_path / "shared" / "mini" / "lr" / "comparison" / "comparison_over_seeds.csv").exists()
     assert rows(tmp_path / "shared" / "mini" / "claims.csv") == judged
     assert {r["series"] for r in rows(tmp_path / "shared" / "mini" / "settings.csv")} == {"architecture", "lr"}
+    table = later / "lr" / "comparison" / "comparison.csv"  # then lr 0.003 alone: 0.001's runs stay
+    table.write_text("\n".join(line for line in table.read_text().splitlines() if ",0.001," not in line) + "\n")
+    assert study_lib.main([*publish[:1], str(later), *publish[1:]]) == 0
+    lr = tmp_path / "shared" / "mini" / "lr" / "comparison"
+    table = rows(lr / "comparison.csv")
+    assert sorted((r["setting"], r["run"].startswith("earlier/")) for r in table) == [
+        ("0.001", True), ("0.001", True), ("0.003", False), ("0.003", False)]
+    assert "Kept from the series published before (not run again, so not in this run's plots): 0.001." in (
+        lr / "comparison.md").read_text()
+    assert {r["seeds"] for r in rows(lr / "comparison_over_seeds.csv")} == {"2"}
+    assert rows(tmp_path / "shared" / "mini" / "claims.csv") == judged
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/trial_*/metrics.json")}
     assert len(stamps) == 8
     capsys.readouterr()

@@ -4,6 +4,7 @@ resume, one W&B run per trial) and a distributed search with a chief and two wor
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 
 import keras_tuner as kt
@@ -176,6 +177,8 @@ def test_hyperband_search_writes_summary_and_best_config(hyperband_search):
     assert len(trials) == 5 and all(t.status == "COMPLETED" for t in trials.values())
     continued = [t for t in trials.values() if "tuner/trial_id" in t.hyperparameters.values]
     assert len(continued) == 1 and continued[0].hyperparameters.values["tuner/initial_epoch"] == 1
+    record = json.loads((hyperband_search / f"trial_{continued[0].trial_id}" / TRIAL_FILE).read_text())
+    assert record["continued_from"] == continued[0].hyperparameters.values["tuner/trial_id"]
 
     rows = _summary(hyperband_search)
     assert sorted(r["trial"] for r in rows) == sorted(trials)
@@ -247,6 +250,40 @@ def test_each_trial_is_one_wandb_run_in_the_search_group(hyperband_search):
         assert not (trial_dir / "backup").exists()
     runs = list((Path(os.environ["WANDB_DIR"]) / "wandb").glob("offline-run-*-hb-*"))
     assert len(runs) == 5
+
+
+@pytest.mark.slow
+def test_a_trial_of_settings_already_trained_reuses_that_run(hyperband_search, tmp_path):
+    source = next(p.parent for p in sorted(hyperband_search.glob("trial_*/run.json"))
+                  if "continued_from" not in json.loads(p.read_text()))
+    cfg = {**json.loads((source / "config.json").read_text()), "out": str(tmp_path / "trial_0000"), "tags": ["x"]}
+    assert tuner_lib.finished_twin(cfg, hyperband_search.parent) is not None
+    assert tuner_lib.finished_twin({**cfg, "learning_rate": 0.5}, hyperband_search.parent) is None
+    other_machine = tmp_path / "elsewhere" / "s" / "trial_0000"
+    shutil.copytree(source, other_machine)
+    metrics = json.loads((source / "metrics.json").read_text())
+    (other_machine / "metrics.json").write_text(json.dumps({**metrics, "machine": "another CPU"}))
+    assert tuner_lib.finished_twin(cfg, tmp_path / "elsewhere") is None  # runs reproduce per machine kind
+
+    trial_dir = tmp_path / "searches" / "study" / "trial_0000"
+    trial_dir.mkdir(parents=True)
+    (trial_dir / TRIAL_FILE).write_text(json.dumps({"tuner_id": "tuner0", "values": {"seed": 0}}))
+    (trial_dir / "wandb_id.txt").write_text("study-0000\n")
+    wandb_config = {**cfg, "wandb": "offline", "group": "p/study", "name": "study-0000"}
+    tuner_lib.reuse_run(source, trial_dir, cfg, wandb_config)
+    for name in ("metrics.json", "history.csv", "model.keras", "classification_report.txt"):
+        assert (trial_dir / name).read_bytes() == (source / name).read_bytes()
+    assert json.loads((trial_dir / "config.json").read_text()) == cfg
+    assert json.loads((trial_dir / TRIAL_FILE).read_text()) == {"tuner_id": "tuner0", "values": {"seed": 0},
+                                                                "reused_from": str(source)}
+    run = read_offline_run(trial_dir)
+    history = list(csv.DictReader(open(source / "history.csv")))
+    epochs = [row for row in run["history"] if "epoch/epoch" in row]
+    assert [row["epoch/epoch"] for row in epochs] == [int(row["epoch"]) for row in history]
+    assert [row["epoch/val_accuracy"] for row in epochs] == pytest.approx([float(r["val_accuracy"]) for r in history])
+    assert run["group"] == "p/study" and "reused" in run["tags"] and run["config"]["reused_from"] == str(source)
+    assert run["summary"]["val/accuracy"] == pytest.approx(metrics["val"]["accuracy"])
+    assert tuner_lib.finished_twin(cfg, tmp_path / "searches") is None  # a reused run is no source itself
 
 
 @pytest.mark.slow

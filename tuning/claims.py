@@ -14,12 +14,14 @@ The file's `claims` list states what the project concluded, each as one test on 
     params: MODEL, stated: N [, per: MODEL2]  trainable parameters (or their ratio) within 5% of N
 
 `metric` is val (validation accuracy, the projects' figure; default), train, gap (train - validation,
-points), f1 (validation macro F1 x 100) or minutes (training time). Noise is twice the standard error of the difference of means
-with two or more seeds a side, and SINGLE_RUN_NOISE with one. A difference within noise is decided
-only with at least MIN_SEEDS seeds a side (`not_higher` then holds); a run that never left the
-majority class decides nothing but a claim that it fails (`at_most`). A decision at a budget short
-of the full one is marked provisional where a side's runs all had their best epoch last (still
-improving when the budget ran out).
+points), f1 (validation macro F1 x 100) or minutes (training time). Noise is twice the standard
+error of the difference of means with two or more seeds a side, and SINGLE_RUN_NOISE with one. A
+difference within noise is decided only with at least MIN_SEEDS seeds a side: `not_higher` then
+holds, and `higher` or `lower` fails where the project's own margin (the `reported` figures of both
+sides) lies beyond noise of the measured one. A run that never left the majority class decides
+nothing but a claim that it fails (`at_most`). A decision at a budget short of the full one is
+marked provisional where a side's runs all had their best epoch last (still improving when the
+budget ran out).
 """
 
 import math
@@ -197,7 +199,13 @@ def _decide(claim, values, stuck):
             return ("supported" if diff > 0 else "contradicted"), measured, said
         if seeds < MIN_SEEDS:
             return "undecided", measured, f"{said}: within noise, needs {MIN_SEEDS} seeds"
-        return ("supported" if kind == "not_higher" else "undecided"), measured, f"{said}: within noise"
+        if kind == "not_higher":
+            return "supported", measured, f"{said}: within noise"
+        stated = claim.get("reported_difference")
+        if stated is not None and stated - diff > noise:
+            return "contradicted", measured, (f"{said}: within noise, {stated - diff:.2f} short of the "
+                                              f"project's {stated:+.2f}")
+        return "undecided", measured, f"{said}: within noise"
     mean = statistics.fmean(values[a])
     noise = _noise(values[a])
     target = claim[kind]
@@ -233,6 +241,22 @@ def judge_params(claim):
     return verdict, measured, f"{said} is {error:+.0%} off the stated {claim['stated']:,}"
 
 
+def reported_difference(study, claim):
+    """The project's own margin for a `higher`/`lower` claim on validation accuracy, in the claim's
+    direction, from both sides' `reported` figures; None where either is not a number."""
+    kind = next((k for k in ("higher", "lower") if k in claim), None)
+    if kind is None or claim.get("metric", "val") != "val":
+        return None
+    figures = []
+    for name in (claim[kind], claim["than"]):
+        series, _, setting = name.partition("/")
+        reported = (study["series"].get(series) or {}).get("reported") or {}
+        figures.append({str(k): v for k, v in reported.items()}.get(setting))
+    if not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in figures):
+        return None
+    return (figures[0] - figures[1]) * (1 if kind == "higher" else -1)
+
+
 def judge_claims(study, study_dir, budget=None):
     """One row per claim of `study`: its text, verdict, the measured figures and why."""
     rows = []
@@ -243,7 +267,9 @@ def judge_claims(study, study_dir, budget=None):
         else:
             names = [claim[k] for k in ("higher", "lower", "not_higher", "than", "of") if k in claim]
             values, stuck, rising = study_values(study_dir, names, claim.get("metric", "val"))
-            verdict, measured, why = judge({**claim, "budget": budget}, values, stuck, rising)
+            stated = reported_difference(study, claim)
+            verdict, measured, why = judge({**claim, "budget": budget, "reported_difference": stated}, values,
+                                           stuck, rising)
             seeds = min(len(values[n]) for n in names)
         rows.append({"claim": claim["claim"], "verdict": verdict, "measured": measured, "why": why, "seeds": seeds})
     return rows

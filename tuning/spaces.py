@@ -227,7 +227,7 @@ class VariantSpace(SearchSpace):
             self.dims = {d["name"]: Dim(d["name"], d["kind"], d["args"]) for d in dims}
             return
         self.dims = {}
-        if len(self.variants) > 1:
+        if len(self.variants) > 1 or (variants and not grid):  # a lone named variant still names its runs
             self.dims["variant"] = Dim("variant", "Choice", {"values": list(self.variants), "default": next(iter(
                 self.variants))})
         self.dims.update(grid_dims(first, grid or {}, self.models))

@@ -5,11 +5,13 @@ every series of a study file (YAML) as a grid search in DIR/STUDY/SERIES (resuma
 like `tuning.search`), then compares each series' runs and all of them (`fer_keras.evaluation.compare`), and
 puts the project's reported figures beside the measured ones with a verdict per claim (DIR/STUDY/claims.md,
 claims.csv and settings.csv, `tuning.claims`).
+A setting that several series share trains once; the later series reuse its run (`tuning.tuner.finished_twin`).
 `--epochs N` and `--limit N` shrink the budget (a smoke test of a study: with no --data, on the
 synthetic set).
 `python -m tuning.study list` shows the shipped studies and their commands; `python -m tuning.study
 publish OUT/STUDY --out DIR` copies a study's comparisons without its run folders into DIR/STUDY, keeps
-the series published there before and judges the claims over all of them; `python -m tuning.study
+the series (and a series' settings) published there before and not run again, and judges the claims
+over all of them; `python -m tuning.study
 claims DIR --budget B` judges them again in place.
 
 A study file holds `project` and `seed_file` (which original project it reproduces), `base` (config
@@ -28,12 +30,13 @@ import re
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from fer_keras.training import config as config_lib
 from fer_keras.training import tracking
 from fer_keras.core.cli import ArgumentParser, user_errors
-from fer_keras.evaluation.compare import compare, setting_label
+from fer_keras.evaluation.compare import compare, setting_label, write_tables
 from fer_keras.errors import FerError
 from fer_keras.core.io import atomic_path
 from tuning import distributed
@@ -85,9 +88,9 @@ def load_study(path):
 
 def series_settings(series):
     """The settings of a series as `fer_keras.evaluation.compare.setting_label` names its runs: variant (when
-    there are several) and grid values, joined by "/"."""
+    there are several, or no grid) and grid values, joined by "/", as `tuning.spaces.VariantSpace` sets its dims."""
     variants = list(series.get("variants") or {})
-    dims = [variants] if len(variants) > 1 else []
+    dims = [variants] if len(variants) > 1 or (variants and not series.get("grid")) else []
     dims += [values for values in (series.get("grid") or {}).values()]
     return [setting_label(dict(enumerate(combo))) for combo in itertools.product(*dims)]
 
@@ -137,8 +140,8 @@ def run_study(study, *, out, budget="quick", repeats=1, overrides=None, only=Non
 def publish(study_dir, out, study=None):
     """Copy a study's results without its run folders (claims, each series' comparison tables and plots)
     into out/STUDY, the shareable part (benchmarks/results/studies/BUDGET holds the measured ones).
-    Series published before and not run again stay; the claims and settings tables are judged again
-    over all of them, and stand for the study (`study`: the study file, by default the shipped one
+    Series published before and not run again stay, and so do a series' settings not run again; the
+    claims and settings tables are judged again over all of them, and stand for the study (`study`: the study file, by default the shipped one
     named like the folder)."""
     study_dir = Path(study_dir)
     if not (study_dir / "claims.csv").exists():
@@ -152,16 +155,35 @@ def publish(study_dir, out, study=None):
     shutil.rmtree(target / "comparison", ignore_errors=True)  # all runs of one day: stale beside merged series
     for folder in study_dir.glob("*/comparison"):
         published = target / folder.relative_to(study_dir)
+        kept = _settings_not_rerun(published / "comparison.csv", folder / "comparison.csv")
         files = {path.name: path for path in folder.glob("*.*") if path.suffix in PUBLISHED}
         for name, path in files.items():
             with atomic_path(published / name) as tmp:
                 shutil.copyfile(path, tmp)
-        for old in published.glob("*.*"):  # a series published again replaces its whole table
+        for old in published.glob("*.*"):  # a series published again replaces its table but for `kept`
             if old.name not in files:
                 old.unlink()
+        if len(kept):
+            table = pd.concat([pd.read_csv(published / "comparison.csv", dtype={"setting": str}), kept])
+            settings = ", ".join(dict.fromkeys(kept["setting"]))
+            write_tables(table, published, note=f"Kept from the series published before (not run again, so "
+                                                f"not in this run's plots): {settings}.")
     judge(spec, target, budgets.pop())
     print(f"study {study_dir.name}: results in {target}")
     return target
+
+
+def _settings_not_rerun(published, table):
+    """The rows of the `published` comparison table whose settings the new `table` does not hold: a
+    series run again for some of its settings keeps the others' published runs."""
+    if not published.is_file():
+        return pd.DataFrame()
+    before, now = (pd.read_csv(path, dtype={"setting": str}) for path in (published, table))
+    if "setting" not in before or "setting" not in now:
+        return pd.DataFrame()
+    kept = before[~before["setting"].isin(set(now["setting"]))]
+    runs = kept["run"].astype(str)  # trial_0000 may name a new run too
+    return kept.assign(run=runs.where(runs.str.startswith("earlier/"), "earlier/" + runs))
 
 
 def judge(study, study_dir, budget):

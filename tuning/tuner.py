@@ -3,11 +3,13 @@
 A trial trains exactly like `python -m fer_keras.train` (same datasets, model, optimizer, schedule,
 run-folder callbacks and record) with its trial folder as run folder, as its own W&B run. Only the
 hyperparameters differ, from `tuning.spaces`. The trial's best checkpoint (`model.keras`) is the one
-KerasTuner reloads, for Hyperband's continued trials and `get_best_models`.
+KerasTuner reloads, for Hyperband's continued trials and `get_best_models`. A trial whose settings
+another search or series in the same folder already trained from scratch reuses that run.
 """
 
 import functools
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -16,9 +18,12 @@ import keras_tuner as kt
 
 from fer_keras.training import runner
 from fer_keras.training import parts
+from fer_keras.training import tracking
+from fer_keras.training.precision import machine_summary
 from fer_keras.errors import DivergedError
-from fer_keras.core.io import write_json, write_text
+from fer_keras.core.io import atomic_path, write_json, write_text
 from fer_keras.core import runs
+from fer_keras.core.lock import LOCK_FILE, folder_lock
 from fer_keras.core.private_api import TunerCallback, kt_stateful
 from fer_keras.modelio.saving import load_keras_model
 
@@ -110,10 +115,15 @@ class TrialRunner:
         cfg = {**self.hypermodel.trial_config(hp), "out": str(trial_dir), "export": False}
         wandb_id = f"{self.project_name}-{trial.trial_id}"
         values = {k: v for k, v in hp.values.items() if not k.startswith("tuner/")}
-        write_json(trial_dir / runs.TRIAL_FILE, {"tuner_id": self.tuner_id, "wandb_id": wandb_id, "values": values})
+        previous = hp.values.get("tuner/trial_id")  # Hyperband: continue that trial's best weights
+        write_json(trial_dir / runs.TRIAL_FILE, {"tuner_id": self.tuner_id, "wandb_id": wandb_id, "values": values,
+                                                 **({"continued_from": previous} if previous else {})})
         write_text(trial_dir / runs.WANDB_ID_FILE, wandb_id + "\n")  # the W&B run id tracking.start_run takes
         print(f"trial {trial.trial_id} runs on tuner {self.tuner_id}")
-        previous = hp.values.get("tuner/trial_id")  # Hyperband: continue that trial's best weights
+        twin = None if previous or runs.is_complete(trial_dir) else finished_twin(cfg, self.directory)
+        if twin is not None:
+            reuse_run(twin, trial_dir, cfg, self._wandb_config(trial, cfg, wandb_id))
+            return trial_history(trial_dir)
         keras.backend.clear_session()  # one process trains many models
         try:
             runner.run_training(
@@ -140,6 +150,42 @@ class TrialRunner:
             "tuning": {"search": self.project_name, "trial_id": trial.trial_id, "tuner_id": self.tuner_id,
                        "hyperparameters": dict(trial.hyperparameters.values)},
         }
+
+
+def finished_twin(cfg, searches):
+    """A finished trial in `searches` (any search, or any series of a study) that trained exactly `cfg`'s
+    settings from scratch on this kind of machine, or None: series sharing a setting (a study's base point)
+    train it once."""
+    machine = machine_summary()
+    for run_dir in sorted(Path(searches).glob("*/trial_*")):
+        if (runs.is_complete(run_dir) and not {"reused_from", "continued_from"} & set(runs.read_trial(run_dir))
+                and not runs.changed_settings(runs.read_config(run_dir), cfg)
+                and (runs.read_metrics(run_dir) or {}).get("machine") == machine):
+            return run_dir
+    return None
+
+
+def reuse_run(source, trial_dir, cfg, wandb_config):
+    """Fill `trial_dir` with the finished run `source` (checkpoint, history, report, plots; metrics.json
+    last, which marks it complete), record where it came from, and log it as the trial's W&B run."""
+    own = {runs.CONFIG_FILE, runs.TRIAL_FILE, runs.WANDB_ID_FILE, "wandb", runs.BACKUP_DIR, runs.METRICS_FILE,
+           LOCK_FILE, "trial.json"}
+    with folder_lock(trial_dir, "training run"):
+        shutil.rmtree(trial_dir / runs.BACKUP_DIR, ignore_errors=True)  # epochs of its own, if any, give way
+        write_json(trial_dir / runs.CONFIG_FILE, cfg)
+        write_json(trial_dir / runs.TRIAL_FILE, {**runs.read_trial(trial_dir), "reused_from": str(source)})
+        for item in Path(source).iterdir():
+            if item.name in own:
+                continue
+            if item.is_dir():
+                shutil.copytree(item, trial_dir / item.name, dirs_exist_ok=True)
+            else:
+                with atomic_path(trial_dir / item.name) as tmp:
+                    shutil.copyfile(item, tmp)
+        tracking.log_reused_run(wandb_config, trial_dir, source)
+        with atomic_path(trial_dir / runs.METRICS_FILE) as tmp:
+            shutil.copyfile(Path(source) / runs.METRICS_FILE, tmp)
+    print(f"trial {trial_dir.name}: the same settings ran as {source}; its run is reused, not trained again")
 
 
 def trial_history(trial_dir):

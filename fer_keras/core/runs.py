@@ -25,7 +25,9 @@ HISTORY_PLOT = "history.png"
 CONFUSION_PLOT = "confusion_matrix_{split}.png"
 SAVEDMODEL_DIR = "savedmodel"
 METRICS_FILE = "metrics.json"
-TRIAL_FILE = "run.json"  # a tuning trial's record: the tuner that ran it, its W&B run id, its searched values
+# A tuning trial's record: the tuner that ran it, its W&B run id, its searched values, and the trial it
+# continues (Hyperband) or the finished run it copies (the same settings trained by another series).
+TRIAL_FILE = "run.json"
 EVALUATION_DIR = "eval-{split}"  # `python -m fer_keras.evaluate`'s default output, inside the run folder
 CROSS_VALIDATION_FILE = "cross_validation.json"  # beside the fold-<i> run folders of a cross-validation
 
@@ -109,7 +111,7 @@ def finished_run(run_dir, cfg):
     if not (run_dir / CONFIG_FILE).exists() or not _has_finished_epochs(run_dir):
         return None
     saved = read_config(run_dir)
-    changed = sorted(k for k in cfg if k not in RESUMABLE and saved.get(k) != cfg[k])
+    changed = changed_settings(saved, cfg)
     if changed:
         diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {cfg[k]!r}" for k in changed)
         raise FerError(
@@ -117,6 +119,11 @@ def finished_run(run_dir, cfg):
             "resume it with the same settings or choose another output folder"
         )
     return read_metrics(run_dir)
+
+
+def changed_settings(saved, cfg):
+    """The keys of `cfg` whose values `saved` (another run's config) does not share, apart from RESUMABLE ones."""
+    return sorted(k for k in cfg if k not in RESUMABLE and saved.get(k) != cfg[k])
 
 
 def _has_finished_epochs(run_dir):

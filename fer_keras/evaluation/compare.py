@@ -136,14 +136,12 @@ def _save(fig, path):
         fig.savefig(tmp, dpi=110, format="png")
 
 
-def compare(paths, out):
-    """Write the comparison of the runs in `paths` into folder `out`; return the table."""
-    runs = run_folder.find_runs(paths)
-    table = comparison_table(runs)
-    out = Path(out)
+def write_tables(table, out, note=""):
+    """Write `table` as out/comparison.csv and comparison.md (`note` below it), and its mean +- std
+    over seeds as comparison_over_seeds.csv where a seed varies."""
     with atomic_path(out / "comparison.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
-    text = markdown_table(table.to_dict("records"), list(table.columns))
+    text = markdown_table(table.to_dict("records"), list(table.columns)) + (f"\n{note}\n" if note else "")
     spread = over_seeds(table)
     if spread is not None:
         with atomic_path(out / "comparison_over_seeds.csv") as tmp:
@@ -151,6 +149,14 @@ def compare(paths, out):
         text += "\nMean and standard deviation over seeds:\n\n" + markdown_table(
             spread.to_dict("records"), list(spread.columns))
     write_text(out / "comparison.md", text)
+
+
+def compare(paths, out):
+    """Write the comparison of the runs in `paths` into folder `out`; return the table."""
+    runs = run_folder.find_runs(paths)
+    table = comparison_table(runs)
+    out = Path(out)
+    write_tables(table, out)
     labels = [_plot_label(run, label) for run, label in zip(runs, table["run"])]
     plot_curves(runs, labels, out / "curves.png")
     if all("val" in run_folder.read_metrics(r) for r in runs):
