@@ -85,6 +85,8 @@ def _verdict(claim, values, stuck=()):
     ({"higher": "a/x", "than": "a/y", "reported_difference": 8.0}, {"a/x": [56.0], "a/y": [55.0]}, (), "undecided",
      "needs 3 seeds"),
     ({"not_higher": "a/x", "than": "a/y"}, {"a/x": [60.0], "a/y": [55.0]}, (), "contradicted", "+5.00"),
+    ({"higher": "a/x", "than": "a/y", "metric": "minutes"}, {"a/x": [12.0], "a/y": [9.0]}, (), "supported",
+     "difference +3.00 min (1.33x), noise"),
     ({"lower": "a/x", "than": "a/y", "metric": "gap"}, {"a/x": [3.0], "a/y": [9.0]}, (), "supported", "-6.00"),
     ({"higher": "a/x", "than": "a/y"}, {"a/x": [60.0], "a/y": [25.0]}, ("a/y",), "undecided",
      "a/y never left the majority class"),

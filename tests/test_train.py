@@ -3,6 +3,7 @@ synthetic and real data, what each option changes, resume after a kill, NaN stop
 run folder, runs that fail early, and tf.distribute strategies. Option and config tests are in
 test_config.py."""
 
+import gc
 import json
 import os
 import re
@@ -321,6 +322,31 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
     assert err.strip().splitlines()[-1] == (
         "interrupted: run the same command again to resume from the last finished epoch")
     assert (out / "backup").is_dir() and not (out / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_a_ctrl_c_whose_interrupt_python_drops_still_stops_training(tmp_path, capsys, monkeypatch):
+    # CI: Ctrl-C landed in jaxlib's garbage-collector callback, Python dropped its KeyboardInterrupt
+    # ("Exception ignored in: <function _xla_gc_callback>") and training ran on to the end with status 0.
+    out = tmp_path / "run"
+    sent, dropped = [], []
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: dropped.append(unraisable.exc_type))
+
+    def ctrl_c_inside_a_gc_callback(phase, info):
+        if not sent and (out / "history.csv").exists() and read_history(out)[1]:
+            sent.append(phase)
+            os.kill(os.getpid(), signal.SIGINT)  # its KeyboardInterrupt is raised here, where gc drops it
+
+    gc.callbacks.append(ctrl_c_inside_a_gc_callback)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--model", "tiny_cnn", "--limit", "2000", "--epochs", "50", "--wandb", "disabled", "--no-export",
+                  "--out", str(out)])
+    finally:
+        gc.callbacks.remove(ctrl_c_inside_a_gc_callback)
+    assert sent and dropped == [KeyboardInterrupt] and exit_info.value.code == 130
+    assert capsys.readouterr().err.splitlines()[-1].startswith("interrupted: run the same command again")
+    assert len(read_history(out)[1]) < 50 and (out / "backup").is_dir()
 
 
 def test_fer2013_csv_selects_the_data_when_no_data_is_given(tmp_path, monkeypatch, capsys):

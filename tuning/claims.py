@@ -14,14 +14,14 @@ The file's `claims` list states what the project concluded, each as one test on 
     params: MODEL, stated: N [, per: MODEL2]  trainable parameters (or their ratio) within 5% of N
 
 `metric` is val (validation accuracy, the projects' figure; default), train, gap (train - validation,
-points), f1 (validation macro F1 x 100) or minutes (training time). Noise is twice the standard
-error of the difference of means with two or more seeds a side, and SINGLE_RUN_NOISE with one. A
-difference within noise is decided only with at least MIN_SEEDS seeds a side: `not_higher` then
-holds, and `higher` or `lower` fails where the project's own margin (the `reported` figures of both
-sides) lies beyond noise of the measured one. A run that never left the majority class decides
-nothing but a claim that it fails (`at_most`). A decision at a budget short of the full one is
-marked provisional where a side's runs all had their best epoch last (still improving when the
-budget ran out).
+points), f1 (validation macro F1 x 100) or minutes (training time; a difference is also given as
+a ratio, the way the projects state time). Noise is twice the standard error of the difference of
+means with two or more seeds a side, and SINGLE_RUN_NOISE with one. A difference within noise is
+decided only with at least MIN_SEEDS seeds a side: `not_higher` then holds, and `higher` or `lower`
+fails where the project's own margin (the `reported` figures of both sides) lies beyond noise of
+the measured one. A run that never left the majority class decides nothing but a claim that it
+fails (`at_most`). A decision at a budget short of the full one is marked provisional where a side's
+runs all had their best epoch last (still improving when the budget ran out).
 """
 
 import math
@@ -190,7 +190,9 @@ def _decide(claim, values, stuck):
         diff = statistics.fmean(values[a]) - statistics.fmean(values[b])
         noise = _noise(values[a], values[b])
         beyond = abs(diff) > noise
-        said = f"difference {diff:+.2f} {unit}, noise ±{noise:.2f} ({seeds} seed{'s' * (seeds > 1)})"
+        times = (f" ({statistics.fmean(values[a]) / statistics.fmean(values[b]):.2f}x)"
+                 if unit == "min" and statistics.fmean(values[b]) else "")
+        said = f"difference {diff:+.2f} {unit}{times}, noise ±{noise:.2f} ({seeds} seed{'s' * (seeds > 1)})"
         if kind == "lower":
             diff = -diff
         if beyond:

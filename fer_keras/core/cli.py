@@ -3,7 +3,9 @@ exit status 2, stops on Ctrl-C with one line, exit status 130, and shows Keras p
 
 import argparse
 import functools
+import signal
 import sys
+import threading
 
 from fer_keras.errors import FerError
 
@@ -21,7 +23,8 @@ def user_errors(main=None, *, interrupted="interrupted"):
     @functools.wraps(main)
     def wrapper(argv=None):
         try:
-            return main(argv)
+            with _remember_ctrl_c():
+                return main(argv)
         except (FerError, OSError) as exc:
             print(f"error: {error_message(exc)}", file=sys.stderr)
             raise SystemExit(2) from None
@@ -30,6 +33,38 @@ def user_errors(main=None, *, interrupted="interrupted"):
             raise SystemExit(INTERRUPTED) from None
 
     return wrapper
+
+
+_ctrl_c = threading.Event()
+
+
+def ctrl_c_pressed():
+    """Whether Ctrl-C reached a running command. Python drops the KeyboardInterrupt it raises when it lands
+    in a garbage-collector callback (jaxlib, which TensorFlow imports, installs one), so long loops also
+    poll this (training: `StopOnCtrlC`)."""
+    return _ctrl_c.is_set()
+
+
+class _remember_ctrl_c:
+    """Within it, Ctrl-C still raises KeyboardInterrupt and is also remembered for `ctrl_c_pressed`;
+    installed only where Python's own handler is (the main thread, not overridden by a host)."""
+
+    def __enter__(self):
+        _ctrl_c.clear()
+        ours = threading.current_thread() is threading.main_thread()
+        self.previous = signal.getsignal(signal.SIGINT) if ours else None
+        if self.previous is signal.default_int_handler:
+            signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is signal.default_int_handler:
+            signal.signal(signal.SIGINT, self.previous)
+
+    @staticmethod
+    def _on_sigint(signum, frame):
+        _ctrl_c.set()
+        raise KeyboardInterrupt
 
 
 class ArgumentParser(argparse.ArgumentParser):

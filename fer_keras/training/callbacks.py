@@ -1,4 +1,4 @@
-"""Callbacks of a run folder: best checkpoint, resumable history, backup, early stop, NaN stop.
+"""Callbacks of a run folder: best checkpoint, resumable history, backup, early stop, NaN stop, Ctrl-C stop.
 
 A run killed at any point resumes from its last completed epoch (Keras `BackupAndRestore`: weights,
 optimizer state and step count); history.csv then holds each epoch once and the checkpoint keeps
@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 
 from fer_keras.core import runs
+from fer_keras.core.cli import ctrl_c_pressed
 from fer_keras.core.io import atomic_path
 from fer_keras.data.augment import network_of
 
@@ -108,12 +109,22 @@ def _keep_epochs_before(run_dir, epoch):
         writer.writerows(kept)
 
 
+class StopOnCtrlC(keras.callbacks.Callback):
+    """Stops training at the next batch after a Ctrl-C whose KeyboardInterrupt Python dropped
+    (see `ctrl_c_pressed`), so the command still ends as interrupted and resumable."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if ctrl_c_pressed():
+            raise KeyboardInterrupt
+
+
 def training_callbacks(cfg, run_dir):
     """The run folder's callbacks, in the order they must see each epoch's logs."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     averaged = keras.callbacks.SwapEMAWeights() if cfg["ema"] else None
     callbacks = [
+        StopOnCtrlC(),
         EpochStats(),
         keras.callbacks.TerminateOnNaN(),
         BestCheckpoint(run_dir, averaged=averaged),
