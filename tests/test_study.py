@@ -265,7 +265,9 @@ def test_a_study_runs_every_series_compares_them_and_resumes(tmp_path, capsys):
     later = tmp_path / "later" / "mini"  # a later run of one series only: the published other one stays
     shutil.copytree(out, later, ignore=shutil.ignore_patterns("architecture"))
     (later / "lr" / "comparison" / "comparison_over_seeds.csv").unlink()  # as a one-seed run of lr writes none
+    shutil.copytree(later / "lr", later / "lr_copy")  # a folder that is no series of the study is not published
     assert study_lib.main([*publish[:1], str(later), *publish[1:]]) == 0
+    assert not (tmp_path / "shared" / "mini" / "lr_copy").exists()
     assert not (tmp_path / "shared" / "mini" / "lr" / "comparison" / "comparison_over_seeds.csv").exists()
     assert rows(tmp_path / "shared" / "mini" / "claims.csv") == judged
     assert {r["series"] for r in rows(tmp_path / "shared" / "mini" / "settings.csv")} == {"architecture", "lr"}

@@ -140,9 +140,10 @@ def run_study(study, *, out, budget="quick", repeats=1, overrides=None, only=Non
 def publish(study_dir, out, study=None):
     """Copy a study's results without its run folders (claims, each series' comparison tables and plots)
     into out/STUDY, the shareable part (benchmarks/results/studies/BUDGET holds the measured ones).
-    Series published before and not run again stay, and so do a series' settings not run again; the
-    claims and settings tables are judged again over all of them, and stand for the study (`study`: the study file, by default the shipped one
-    named like the folder)."""
+    Only the study file's series are published (`study`: the file, by default the shipped one named
+    like the folder), not other folders beside them. Series published before and not run again stay,
+    and so do a series' settings not run again; the claims and settings tables are judged again over
+    all of them."""
     study_dir = Path(study_dir)
     if not (study_dir / "claims.csv").exists():
         raise FerError(f"{study_dir} holds no finished study (no claims.csv): run the study first")
@@ -153,7 +154,9 @@ def publish(study_dir, out, study=None):
         raise FerError(f"{study_dir}: its series ran at budgets {', '.join(map(str, sorted(budgets, key=str)))}; "
                        "publish one budget at a time")
     shutil.rmtree(target / "comparison", ignore_errors=True)  # all runs of one day: stale beside merged series
-    for folder in study_dir.glob("*/comparison"):
+    for folder in (study_dir / name / "comparison" for name in spec["series"]):
+        if not folder.is_dir():
+            continue
         published = target / folder.relative_to(study_dir)
         kept = _settings_not_rerun(published / "comparison.csv", folder / "comparison.csv")
         files = {path.name: path for path in folder.glob("*.*") if path.suffix in PUBLISHED}
