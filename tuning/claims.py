@@ -187,11 +187,11 @@ def _decide(claim, values, stuck):
     if kind != "at_most" and claim.get("metric", "val") != "minutes" and any(stuck[n] for n in names):
         return "undecided", measured, f"{', '.join(n for n in names if stuck[n])} never left the majority class"
     if b is not None:
-        diff = statistics.fmean(values[a]) - statistics.fmean(values[b])
+        mean_a, mean_b = statistics.fmean(values[a]), statistics.fmean(values[b])
+        diff = mean_a - mean_b
         noise = _noise(values[a], values[b])
         beyond = abs(diff) > noise
-        times = (f" ({statistics.fmean(values[a]) / statistics.fmean(values[b]):.2f}x)"
-                 if unit == "min" and statistics.fmean(values[b]) else "")
+        times = f" ({mean_a / mean_b:.2f}x)" if unit == "min" and mean_b else ""
         said = f"difference {diff:+.2f} {unit}{times}, noise ±{noise:.2f} ({seeds} seed{'s' * (seeds > 1)})"
         if kind == "lower":
             diff = -diff

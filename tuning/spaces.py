@@ -112,6 +112,12 @@ def builder_dims(model, model_args=None):
 NOT_GRID = (*RESUMABLE, "model_args", "recipe", "overfit_check", "export", "data")
 
 
+def names_variants(variants, grid):
+    """Whether a series' runs carry a `variant` dimension: several variants, or one named variant alone
+    (a lone variant with a grid beside it is just the base of that grid)."""
+    return len(variants) > 1 or bool(variants and not grid)
+
+
 def grid_dims(base, grid, models):
     """Grid dimensions from exact values: training options (checked like the config) or builder
     hyperparameters that every candidate model takes (list values, like widths, as "32,64")."""
@@ -227,7 +233,7 @@ class VariantSpace(SearchSpace):
             self.dims = {d["name"]: Dim(d["name"], d["kind"], d["args"]) for d in dims}
             return
         self.dims = {}
-        if len(self.variants) > 1 or (variants and not grid):  # a lone named variant still names its runs
+        if names_variants(variants or {}, grid):
             self.dims["variant"] = Dim("variant", "Choice", {"values": list(self.variants), "default": next(iter(
                 self.variants))})
         self.dims.update(grid_dims(first, grid or {}, self.models))

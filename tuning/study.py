@@ -11,8 +11,7 @@ synthetic set).
 `python -m tuning.study list` shows the shipped studies and their commands; `python -m tuning.study
 publish OUT/STUDY --out DIR` copies a study's comparisons without its run folders into DIR/STUDY, keeps
 the series (and a series' settings) published there before and not run again, and judges the claims
-over all of them; `python -m tuning.study
-claims DIR --budget B` judges them again in place.
+over all of them; `python -m tuning.study claims DIR --budget B` judges them again in place.
 
 A study file holds `project` and `seed_file` (which original project it reproduces), `base` (config
 keys every run shares), `budgets` (`quick`, `middle` and `full`: epochs and data limit), `assumed` (what
@@ -42,6 +41,7 @@ from fer_keras.core.io import atomic_path
 from tuning import distributed
 from tuning.claims import write_claims
 from tuning.search import search_space, search_state
+from tuning.spaces import names_variants
 from tuning.spaces import VariantSpace
 
 STUDIES_DIR = Path(__file__).resolve().parent / "studies"
@@ -87,10 +87,10 @@ def load_study(path):
 
 
 def series_settings(series):
-    """The settings of a series as `fer_keras.evaluation.compare.setting_label` names its runs: variant (when
-    there are several, or no grid) and grid values, joined by "/", as `tuning.spaces.VariantSpace` sets its dims."""
+    """The settings of a series as `fer_keras.evaluation.compare.setting_label` names its runs: variant (where
+    `tuning.spaces.names_variants`) and grid values, joined by "/", as `tuning.spaces.VariantSpace` sets its dims."""
     variants = list(series.get("variants") or {})
-    dims = [variants] if len(variants) > 1 or (variants and not series.get("grid")) else []
+    dims = [variants] if names_variants(variants, series.get("grid")) else []
     dims += [values for values in (series.get("grid") or {}).values()]
     return [setting_label(dict(enumerate(combo))) for combo in itertools.product(*dims)]
 

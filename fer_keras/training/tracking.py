@@ -183,7 +183,8 @@ def log_results(run, results, model_path=None, extra=None):
 @_guarded()
 def log_reused_run(cfg, run_dir, source):
     """The W&B run of a run folder filled from `source`, a finished run of the same settings (a study's
-    series sharing a setting): its epochs, as `metrics_logger` logs them, and its record, tagged `reused`."""
+    series sharing a setting): its epochs, as `metrics_logger` logs them, and its results, as `log_results` logs
+    them, tagged `reused`."""
     run = start_run({**cfg, "tags": [*_tags(cfg), "reused"], "reused_from": str(source)}, run_dir)
     if run is None:
         return
@@ -192,8 +193,7 @@ def log_reused_run(cfg, run_dir, source):
         logs = _with_gap({k: float(v) for k, v in row.items() if k != "epoch" and v})
         run.log({"epoch/epoch": int(row["epoch"]), **{f"epoch/{k}": v for k, v in logs.items()}})
     metrics = runs.read_metrics(source) or {}
-    run.summary.update({f"{split}/{key}": m[key] for split, m in metrics.items() if split in ("train", "val", "test")
-                        for key in ("accuracy", "macro_f1", "loss") if key in m})
+    log_results(run, {split: metrics[split] for split in ("train", "val", "test") if split in metrics})
     finish(run, 0)
 
 
