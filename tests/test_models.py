@@ -23,7 +23,7 @@ PARAM_RANGES = {
     "baseline_cnn": (1.1e6, 1.3e6),
     "cnn3": (1.1e6, 1.4e6),
     "improved_cnn": (10e6, 12e6),
-    "vgg_large": (10e6, 11e6),
+    "vgg_large": (4.9e6, 5.1e6),
     "regularized_cnn": (1.5e6, 2e6),
     "deep_cnn": (1e6, 1.3e6),
     "deep_cnn_v2": (0.8e6, 1e6),
