@@ -128,7 +128,7 @@ def improved_cnn(*, widths=(64, 128, 256), feature_dropout=0.4, dense_units=(102
 @register_model
 def vgg_large(*, widths=(64, 128, 256, 512, 512), convs_per_block=1, dense_units=(1024, 512), dropout=0.0,
               l2=0.0):
-    """Project 003's VGG-style 5 conv blocks (64-512), dense 1024-512, no BN or regularisation (overfitting study).
+    """Project 003's VGG: 5 conv blocks (64-512), dense 1024-512, no BN/dropout/decay https://arxiv.org/abs/1409.1556
 
     One conv a block, as the project's own outline lists one width a block (its simple CNN's too); with
     two, the network never leaves the majority class at the project's Adam 1e-3.
