@@ -41,8 +41,7 @@ from fer_keras.core.io import atomic_path
 from tuning import distributed
 from tuning.claims import write_claims
 from tuning.search import search_space, search_state
-from tuning.spaces import names_variants
-from tuning.spaces import VariantSpace
+from tuning.spaces import VariantSpace, names_variants
 
 STUDIES_DIR = Path(__file__).resolve().parent / "studies"
 BUDGETS = ("quick", "middle", "full")
